@@ -1,0 +1,288 @@
+"""GPADLs on the wire: splitting a buffer description into GPADL_HEADER + GPADL_BODY messages
+(the guest's job) and putting them back together (the host's), fact sheet §3.3 and §3.5(b).
+
+A GPADL (guest physical address descriptor list) names guest pages the host may map, usually
+the two rings of a channel. Its description is a *range buffer*: for each range one u64 word
+``byte_count | byte_offset << 32`` followed by ``ceil((byte_offset + byte_count) / 4096)``
+PFNs. The header carries the first 27 words (one range header + 26 PFNs for the usual single
+range) and each body up to 28 more, all sent back to back; the host answers once, with
+GPADL_CREATED, after the last word arrived.
+
+The host side stays sans-IO: checking that the PFNs really are the guest's is a callback
+(``validate_pfns``) the caller supplies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._messages import (
+    MAX_MESSAGE_SIZE,
+    ChannelMessageType,
+    GpadlBody,
+    GpadlHeader,
+    ProtocolError,
+)
+
+__all__ = [
+    "BODY_MAX_WORDS",
+    "GPADL_STATUS_UNSUCCESSFUL",
+    "HEADER_MAX_WORDS",
+    "PAGE_SIZE",
+    "GpaRange",
+    "Gpadl",
+    "GpadlAssembler",
+    "GpadlError",
+    "decode_ranges",
+    "gpadl_messages",
+    "pfn_count",
+]
+
+#: Hyper-V pages are 4 KiB whatever the guest's page size (§1.1).
+PAGE_SIZE = 4096
+#: u64 words after GPADL_HEADER's 20 bytes: (240 - 20) / 8 = 27, i.e. 26 PFNs + a range header.
+HEADER_MAX_WORDS = (MAX_MESSAGE_SIZE - GpadlHeader.SIZE) // 8
+#: u64 words after GPADL_BODY's 16 bytes: (240 - 16) / 8 = 28.
+BODY_MAX_WORDS = (MAX_MESSAGE_SIZE - GpadlBody.SIZE) // 8
+#: The creation_status OpenVMM sends when a GPADL is refused (§3.3, GPADL_CREATED).
+GPADL_STATUS_UNSUCCESSFUL = 0x8000FFFF
+#: A PFN names a 4 KiB page of a 64-bit GPA space.
+_MAX_PFN = (1 << 52) - 1
+
+
+def pfn_count(byte_count: int, byte_offset: int) -> int:
+    """PFNs a range of ``byte_count`` bytes starting ``byte_offset`` into its first page spans."""
+    return -(-(byte_offset + byte_count) // PAGE_SIZE)
+
+
+@dataclass(slots=True, frozen=True)
+class GpaRange:
+    """One range of a GPADL: ``byte_count`` bytes starting ``byte_offset`` bytes into the first
+    of ``pfns``. Invariants: ``0 < byte_count < 2**32``, ``0 <= byte_offset < 4096``, and
+    ``len(pfns) == pfn_count(byte_count, byte_offset)``.
+    """
+
+    byte_count: int
+    byte_offset: int
+    pfns: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 < self.byte_count <= 0xFFFF_FFFF:
+            raise ValueError(f"GpaRange.byte_count: found {self.byte_count}, expected 1..2**32-1")
+        if not 0 <= self.byte_offset < PAGE_SIZE:
+            raise ValueError(f"GpaRange.byte_offset: found {self.byte_offset}, expected 0..4095")
+        want = pfn_count(self.byte_count, self.byte_offset)
+        if len(self.pfns) != want:
+            raise ValueError(f"GpaRange.pfns: found {len(self.pfns)} PFNs, expected {want}")
+        for pfn in self.pfns:
+            if not 0 <= pfn <= _MAX_PFN:
+                raise ValueError(f"GpaRange.pfns: found {pfn:#x}, expected a 52-bit PFN")
+
+    def words(self) -> tuple[int, ...]:
+        """This range as range-buffer words: its header word, then its PFNs."""
+        return (self.byte_count | self.byte_offset << 32, *self.pfns)
+
+
+@dataclass(slots=True, frozen=True)
+class Gpadl:
+    """A completed GPADL: id chosen by the guest, the channel it belongs to, its ranges."""
+
+    gpadl_id: int
+    relid: int
+    ranges: tuple[GpaRange, ...]
+
+    @property
+    def pfns(self) -> tuple[int, ...]:
+        """Every PFN of every range, in order."""
+        return tuple(pfn for r in self.ranges for pfn in r.pfns)
+
+
+class GpadlError(ProtocolError):
+    """A GPADL that cannot be created. ``relid`` and ``gpadl_id`` say which GPADL_CREATED to
+    fail; ``relid`` is ``None`` when the message named no GPADL in progress.
+    """
+
+    def __init__(
+        self,
+        message_type: ChannelMessageType,
+        field: str,
+        found: object,
+        expected: object,
+        *,
+        relid: int | None,
+        gpadl_id: int,
+    ) -> None:
+        super().__init__(message_type, field, found, expected)
+        self.relid = relid
+        self.gpadl_id = gpadl_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.message_type, self.field, self.found, self.expected)
+        return (_rebuild_gpadl_error, (*args, self.relid, self.gpadl_id))
+
+
+def _rebuild_gpadl_error(*args: Any) -> GpadlError:
+    *head, relid, gpadl_id = args
+    return GpadlError(*head, relid=relid, gpadl_id=gpadl_id)
+
+
+def gpadl_messages(
+    relid: int,
+    gpadl_id: int,
+    ranges: Sequence[GpaRange] | Sequence[int],
+    byte_count: int | None = None,
+    byte_offset: int = 0,
+) -> list[GpadlHeader | GpadlBody]:
+    """The header and bodies that describe a GPADL, in sending order (§3.5(b)).
+
+    ``ranges`` is either a sequence of ``GpaRange`` or, as Linux does, a flat list of PFNs for
+    one range of ``byte_count`` bytes (default: every page, less ``byte_offset``).
+    ``range_buflen`` is ``8 * (ranges + PFNs)``: 8 + 8 x pagecount for a single range.
+    Bodies carry ``msgnumber`` 1, 2, ... like Linux.
+    """
+    if ranges and not isinstance(ranges[0], GpaRange):
+        pfns = tuple(int(p) for p in ranges)  # type: ignore[arg-type]
+        if byte_count is None:
+            byte_count = len(pfns) * PAGE_SIZE - byte_offset
+        range_list: tuple[GpaRange, ...] = (GpaRange(byte_count, byte_offset, pfns),)
+    else:
+        range_list = tuple(ranges)  # type: ignore[arg-type]
+    if not range_list:
+        raise ValueError("gpadl_messages: found no range, expected at least one")
+    words = [w for r in range_list for w in r.words()]
+    range_buflen = 8 * len(words)
+    if range_buflen > 0xFFFF:
+        raise ValueError(
+            f"gpadl_messages: range_buflen found {range_buflen}, expected at most 65535 (u16)"
+        )
+    messages: list[GpadlHeader | GpadlBody] = [
+        GpadlHeader(relid, gpadl_id, range_buflen, len(range_list), tuple(words[:HEADER_MAX_WORDS]))
+    ]
+    for number, start in enumerate(range(HEADER_MAX_WORDS, len(words), BODY_MAX_WORDS), 1):
+        messages.append(GpadlBody(number, gpadl_id, tuple(words[start : start + BODY_MAX_WORDS])))
+    return messages
+
+
+def decode_ranges(words: Sequence[int], rangecount: int) -> tuple[GpaRange, ...]:
+    """Parse a complete range buffer into ``rangecount`` ranges that use every word.
+
+    Raises ``ProtocolError`` (on GPADL_HEADER, which announced the layout) naming the range.
+    """
+    t = ChannelMessageType.GPADL_HEADER
+    ranges = []
+    pos = 0
+    for index in range(rangecount):
+        if pos >= len(words):
+            raise ProtocolError(t, "range_buflen", f"{8 * len(words)} bytes",
+                                f"room for {rangecount} ranges (range {index} missing)")
+        count, offset = words[pos] & 0xFFFF_FFFF, words[pos] >> 32
+        if count == 0:
+            raise ProtocolError(t, f"range[{index}].byte_count", 0, "at least 1")
+        if offset >= PAGE_SIZE:
+            raise ProtocolError(t, f"range[{index}].byte_offset", offset, "0..4095")
+        n = pfn_count(count, offset)
+        pfns = tuple(words[pos + 1 : pos + 1 + n])
+        if len(pfns) != n:
+            raise ProtocolError(t, f"range[{index}].pfns", f"{len(pfns)} PFNs",
+                                f"{n} for byte_count {count} and byte_offset {offset}")
+        if any(p > _MAX_PFN for p in pfns):
+            raise ProtocolError(t, f"range[{index}].pfns", "a PFN above 2**52", "52-bit PFNs")
+        ranges.append(GpaRange(count, offset, pfns))
+        pos += 1 + n
+    if pos != len(words):
+        raise ProtocolError(t, "range_buflen", f"{8 * len(words)} bytes",
+                            f"{8 * pos} bytes for {rangecount} ranges")
+    return tuple(ranges)
+
+
+@dataclass(slots=True)
+class _Pending:
+    relid: int
+    rangecount: int
+    total_words: int
+    words: list[int]
+
+
+class GpadlAssembler:
+    """The host's GPADLs in progress: feed it every GPADL_HEADER and GPADL_BODY in arrival order.
+
+    Bodies are matched to their header by gpadl id alone, as OpenVMM does, so an id may be in
+    progress only once (§3.3). ``feed`` returns the ``Gpadl`` once its last word arrived (and
+    ``validate_pfns`` accepted its PFNs), ``None`` while more bodies are due, and raises
+    ``GpadlError`` for a duplicate id, a body for an id not in progress, a body that overflows
+    the announced ``range_buflen``, a range buffer that does not decode into exactly
+    ``rangecount`` ranges (underflow), or PFNs the callback refused. A failed GPADL is dropped.
+    """
+
+    def __init__(self, validate_pfns: Callable[[Sequence[int]], str | None] | None = None) -> None:
+        self._validate_pfns = validate_pfns
+        self._pending: dict[int, _Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def in_progress(self, gpadl_id: int) -> int | None:
+        """The relid of GPADL ``gpadl_id`` if it is still being assembled, else ``None``."""
+        pending = self._pending.get(gpadl_id)
+        return None if pending is None else pending.relid
+
+    def discard(self, relid: int | None = None) -> list[int]:
+        """Forget the GPADLs in progress on channel ``relid`` (every channel if ``None``);
+        returns their ids.
+        """
+        gone = [g for g, p in self._pending.items() if relid is None or p.relid == relid]
+        for gpadl_id in gone:
+            del self._pending[gpadl_id]
+        return gone
+
+    def feed(self, message: GpadlHeader | GpadlBody) -> Gpadl | None:
+        """Take one GPADL message; see the class docstring for results and errors."""
+        if isinstance(message, GpadlHeader):
+            t = ChannelMessageType.GPADL_HEADER
+            if message.gpadl_id in self._pending:
+                raise GpadlError(t, "gpadl_id", f"{message.gpadl_id:#x}",
+                                 "an id not already in progress",
+                                 relid=message.child_relid, gpadl_id=message.gpadl_id)
+            pending = _Pending(message.child_relid, message.rangecount,
+                               message.range_buflen // 8, list(message.data))
+            if len(pending.words) > pending.total_words:
+                raise GpadlError(t, "size", f"{len(pending.words)} words",
+                                 f"at most {pending.total_words} (range_buflen)",
+                                 relid=message.child_relid, gpadl_id=message.gpadl_id)
+            self._pending[message.gpadl_id] = pending
+        else:
+            t = ChannelMessageType.GPADL_BODY
+            found = self._pending.get(message.gpadl_id)
+            if found is None:
+                raise GpadlError(t, "gpadl_id", f"{message.gpadl_id:#x}",
+                                 "the id of a GPADL_HEADER in progress",
+                                 relid=None, gpadl_id=message.gpadl_id)
+            pending = found
+            room = pending.total_words - len(pending.words)
+            if len(message.data) > room:
+                del self._pending[message.gpadl_id]
+                raise GpadlError(t, "size", f"{len(message.data)} words",
+                                 f"at most {room} (overflows range_buflen)",
+                                 relid=pending.relid, gpadl_id=message.gpadl_id)
+            pending.words.extend(message.data)
+        if len(pending.words) < pending.total_words:
+            return None
+        del self._pending[message.gpadl_id]
+        return self._complete(message.gpadl_id, pending)
+
+    def _complete(self, gpadl_id: int, pending: _Pending) -> Gpadl:
+        try:
+            ranges = decode_ranges(pending.words, pending.rangecount)
+        except ProtocolError as e:
+            raise GpadlError(e.message_type or ChannelMessageType.GPADL_HEADER, e.field,
+                             e.found, e.expected, relid=pending.relid, gpadl_id=gpadl_id) from e
+        gpadl = Gpadl(gpadl_id, pending.relid, ranges)
+        if self._validate_pfns is not None:
+            reason = self._validate_pfns(gpadl.pfns)
+            if reason is not None:
+                raise GpadlError(ChannelMessageType.GPADL_HEADER, "pfns", reason,
+                                 "pages of the guest's memory",
+                                 relid=pending.relid, gpadl_id=gpadl_id)
+        return gpadl
