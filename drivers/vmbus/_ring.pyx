@@ -161,6 +161,7 @@ cdef inline uint32_t _align8(uint64_t n) noexcept nogil:
 
 
 @cython.auto_pickle(False)
+@cython.no_gc
 @cython.final
 cdef class Ring:
     """One ring (control page + data area) over a writable buffer; never copies the buffer.
@@ -366,6 +367,7 @@ cdef bytes _EMPTY = b""
 
 
 @cython.auto_pickle(False)
+@cython.no_gc
 @cython.final
 @cython.freelist(64)
 cdef class Packet:
@@ -431,6 +433,7 @@ cdef inline Packet _new_packet():
 
 
 @cython.auto_pickle(False)
+@cython.no_gc
 @cython.final
 cdef class RingWriter:
     """The producer side of one ring (§4.4).
@@ -688,6 +691,7 @@ def encode_gpa_direct(ranges) -> bytes:
 
 
 @cython.auto_pickle(False)
+@cython.no_gc
 @cython.final
 cdef class RingReader:
     """The consumer side of one ring (§4.5): peek/pop on a private index, ``done()`` publishes.
