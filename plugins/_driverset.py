@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from winhv.drivers.vmbus._versions import VmbusVersion, major_minor
 from winhv.drivers.vmbus.device import Vsc
 
 from ._descriptions import (
@@ -39,7 +40,6 @@ __all__ = [
     "MAX_VM_MEMORY_MB",
     "MAX_VM_PROCESSORS",
     "MIN_VM_MEMORY_MB",
-    "VMBUS_VERSIONS",
     "DeviceConfig",
     "DriverOverride",
     "DriverSet",
@@ -54,26 +54,15 @@ __all__ = [
     "parse_vmbus_version",
 ]
 
-#: VMBus protocol versions a ``[host] vmbus_version`` cap may name (fact sheet §3.4): the Linux
-#: name without ``VERSION_``, the OpenVMM name, and the u32 value ``major << 16 | minor``. The
-#: VMBus layer will own this table once its protocol table lands; this copy only parses names.
-VMBUS_VERSIONS: Final[tuple[tuple[str, str, int], ...]] = (
-    ("WS2008", "V1", 0x0000000D),
-    ("WIN7", "Win7", 0x00010001),
-    ("WIN8", "Win8", 0x00020004),
-    ("WIN8_1", "Win8_1", 0x00030000),
-    ("WIN10", "Win10", 0x00040000),
-    ("WIN10_V4_1", "Win10Rs3_0", 0x00040001),
-    ("WIN10_V5", "Win10Rs3_1", 0x00050000),
-    ("WIN10_V5_1", "Win10Rs4", 0x00050001),
-    ("WIN10_V5_2", "Win10Rs5", 0x00050002),
-    ("WIN10_V5_3", "Iron", 0x00050003),
-    ("WIN10_V6_0", "Copper", 0x00060000),
-)
-_VERSION_BY_NAME: Final[dict[str, int]] = {
-    spelling.upper(): value
-    for linux, ovmm, value in VMBUS_VERSIONS
-    for spelling in (linux, "VERSION_" + linux, ovmm, f"{value >> 16}.{value & 0xFFFF}")
+def _dotted(version: int) -> str:
+    major, minor = major_minor(version)
+    return f"{major}.{minor}"
+
+
+_VERSION_BY_NAME: Final[dict[str, VmbusVersion]] = {
+    spelling: version
+    for version in VmbusVersion
+    for spelling in (version.name, "VERSION_" + version.name, _dotted(version))
 }
 
 #: Per-VM limits. Memory: Hyper-V's 32 MB minimum and 12 TB maximum for a generation 2 VM;
@@ -122,10 +111,10 @@ class DriverSetError(ConfigError):
 
 @dataclass(frozen=True, slots=True)
 class HostConfig:
-    """The ``[host]`` table. ``vmbus_version`` caps the VMBus protocol version the host offers
-    (u32 ``major << 16 | minor``; ``None`` for the newest it supports)."""
+    """The ``[host]`` table. ``vmbus_version`` caps the VMBus protocol version the host accepts
+    (fact sheet §3.4; ``None`` for the newest it supports)."""
 
-    vmbus_version: int | None = None
+    vmbus_version: VmbusVersion | None = None
     root_memory_mb: int = 2048
     root_processors: int = 1
     seed: int = 0
@@ -202,9 +191,9 @@ class DriverSet:
         raise KeyError(name)
 
 
-def parse_vmbus_version(text: str) -> int:
-    """The u32 VMBus version named by ``text``: ``"5.3"``, ``"WIN10"``, ``"VERSION_WIN8_1"``,
-    ``"Iron"`` (case-insensitive). ``ValueError`` if no version of fact sheet §3.4 has it."""
+def parse_vmbus_version(text: str) -> VmbusVersion:
+    """The VMBus version named by ``text``: ``"5.3"``, ``"WIN10"`` or ``"VERSION_WIN8_1"``
+    (case-insensitive; the Linux names of fact sheet §3.4). ``ValueError`` for any other."""
     value = _VERSION_BY_NAME.get(text.strip().upper())
     if value is None:
         raise ValueError(f"unknown VMBus version {text!r}")
@@ -310,14 +299,13 @@ class _Parser:
 
     def host(self, raw: object) -> HostConfig:
         table = self.table(raw, "host", _HOST_KEYS)
-        version: int | None = None
+        version: VmbusVersion | None = None
         text = self.string(table, "vmbus_version", "host", required=False)
         if text is not None:
             try:
                 version = parse_vmbus_version(text)
             except ValueError:
-                names = ", ".join(f"{v >> 16}.{v & 0xFFFF} ({linux})"
-                                  for linux, _, v in VMBUS_VERSIONS)
+                names = ", ".join(f"{_dotted(v)} ({v.name})" for v in VmbusVersion)
                 raise self.error("host.vmbus_version", describe_value(text),
                                  f"a VMBus version: one of {names}") from None
         services = self.named_list(table, "services", "service", "host",
