@@ -119,9 +119,11 @@ class _PluginManager(pluggy.PluginManager):
         return opts
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    """``"Type: message"`` on one line (lines joined by ``"; "``), at most ``limit`` chars."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Rejected(Exception):

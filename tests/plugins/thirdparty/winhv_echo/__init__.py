@@ -1,0 +1,1 @@
+"""winhv-echo: a device pair that sends every packet back, for winhv's plugin tests."""
