@@ -37,6 +37,8 @@ __all__ = [
     "INVALID_RELID",
     "MAX_MESSAGE_SIZE",
     "MESSAGES",
+    "MESSAGE_CONNECTION_ID",
+    "MESSAGE_CONNECTION_ID_MULTICLIENT",
     "USER_DATA_SIZE",
     "AllOffersDelivered",
     "ChannelMessage",
@@ -84,6 +86,10 @@ MAX_MESSAGE_SIZE = 240
 USER_DATA_SIZE = 120
 #: ``INVALID_RELID`` (§3.1).
 INVALID_RELID = 0xFFFF_FFFF
+#: ``VMBUS_MESSAGE_CONNECTION_ID``: where a guest posts below 5.0 (and legacy contact), §3.1.
+MESSAGE_CONNECTION_ID = 1
+#: ``VMBUS_MESSAGE_CONNECTION_ID_4``: where INITIATE_CONTACT for 5.0 and later must go, §3.1.
+MESSAGE_CONNECTION_ID_MULTICLIENT = 4
 
 _HEADER = struct.Struct("<II")
 
