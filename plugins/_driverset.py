@@ -482,6 +482,10 @@ def parse_driver_set(
         if match:
             line, column = int(match[1]), int(match[2])
             message = message[: match.start()]
+        elif message.endswith(" (at end of document)"):
+            line = text.count("\n") + 1
+            column = len(text.rpartition("\n")[2]) + 1
+            message = message.removesuffix(" (at end of document)")
         raise DriverSetError(source, "", f"a TOML syntax error ({message})", "valid TOML",
                              line=line, column=column) from exc
     return _Parser(source, registry, base_dir).document(data)
