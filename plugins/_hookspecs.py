@@ -131,8 +131,10 @@ def winhv_vm_state_changed(vm: Any, old: str, new: str) -> None:
 
 @hookspec
 def winhv_device_bound(vm: Any, device: Any) -> None:
-    """A VSC driver in ``vm`` accepted a device: ``probe()`` returned and the channel is about
-    to be opened.
+    """A VSC driver in ``vm`` accepted a device.
+
+    Called by the guest's bus enumerator after the driver's ``probe()`` returned, before the
+    channel is opened.
 
     :param vm: the VM the device belongs to.
     :param device: the bound device (attributes ``name``, ``interface_id``, ``instance_id`` and
@@ -145,7 +147,8 @@ def winhv_device_bound(vm: Any, device: Any) -> None:
 def winhv_device_unbound(vm: Any, device: Any, reason: str) -> None:
     """A device's VSC driver was unbound from it.
 
-    Called after the driver's ``remove()`` ran (or raised) and its channel is closed.
+    Called by the guest's bus enumerator after the driver's ``remove()`` ran (or raised) and
+    its channel is closed.
 
     :param reason: ``"rescind"`` (the host withdrew the offer), ``"vm-stop"``, ``"unbind"``
         (asked for), or ``"fault: <what the driver raised>"`` when the framework unbound a
@@ -156,8 +159,10 @@ def winhv_device_unbound(vm: Any, device: Any, reason: str) -> None:
 
 @hookspec
 def winhv_channel_opened(vm: Any, channel: Any) -> None:
-    """A VMBus channel of ``vm`` is open: both rings are mapped through the GPADL and the VSP's
-    ``on_open`` has returned.
+    """A VMBus channel of ``vm`` is open.
+
+    Called by the root's VMBus server once both rings are mapped through the GPADL and the
+    VSP's ``on_open`` has returned, before the first packet is delivered.
 
     :param channel: the channel (attributes ``child_relid``, ``interface_id``,
         ``instance_id`` and ``sub_channel_index`` at least).
@@ -168,6 +173,9 @@ def winhv_channel_opened(vm: Any, channel: Any) -> None:
 @hookspec
 def winhv_channel_closed(vm: Any, channel: Any, reason: str) -> None:
     """A VMBus channel of ``vm`` closed; no packet will flow on it again.
+
+    Called by the root's VMBus server after the VSP's ``on_close`` ran (or raised) and the
+    ring memory is released, once per channel (sub-channels included).
 
     :param reason: ``"guest-close"``, ``"rescind"``, ``"vm-stop"``, or ``"fault: <error>"``
         when the channel was closed because a driver on either side raised or a ring was
