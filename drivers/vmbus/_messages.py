@@ -531,7 +531,7 @@ class Resume(ChannelMessage):
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _OPEN2 = struct.Struct("<IHH")
-_VERSION_RESPONSE3 = struct.Struct("<I4xQQ")
+_VERSION_RESPONSE3 = struct.Struct("<4xQQ")  # padding @20, monitor pages @24, @32
 
 
 def _words(data: bytes | bytearray | memoryview, offset: int) -> tuple[int, ...]:
@@ -688,7 +688,7 @@ class VersionResponse(ChannelMessage):
         if self.parent_to_child_monitor_page_gpa is None:
             return data
         return data + _VERSION_RESPONSE3.pack(
-            0, self.parent_to_child_monitor_page_gpa, self.child_to_parent_monitor_page_gpa or 0
+            self.parent_to_child_monitor_page_gpa, self.child_to_parent_monitor_page_gpa or 0
         )
 
     @classmethod
@@ -697,7 +697,7 @@ class VersionResponse(ChannelMessage):
         if len(data) >= cls.SIZE2:
             fields["supported_features"] = _U32.unpack_from(data, cls.SIZE)[0]
         if len(data) >= cls.SIZE3:
-            _, p2c, c2p = _VERSION_RESPONSE3.unpack_from(data, cls.SIZE2)
+            p2c, c2p = _VERSION_RESPONSE3.unpack_from(data, cls.SIZE2)
             fields.update(
                 parent_to_child_monitor_page_gpa=p2c, child_to_parent_monitor_page_gpa=c2p
             )
