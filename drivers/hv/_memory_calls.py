@@ -1,0 +1,67 @@
+"""GPA mapping hypercalls (fact sheet §1.7): MapGpaPages and UnmapGpaPages.
+
+A child's RAM is pages of its parent mapped into the child's GPA space: the parent passes its
+own GPA page numbers as rep elements. The child then reaches them at its GPAs, and the parent
+keeps reaching them at its own (that is how the root's VM worker reads guest memory without
+copying).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from winhv._gpa import GpaError
+from winhv._status import HvStatus
+from winhv.drivers.hv._calls_common import U64, guarded, resolve
+from winhv.drivers.hv._core import STATE_ACTIVE, STATE_CREATED
+
+if TYPE_CHECKING:
+    from winhv._bridge import HypercallFrame
+    from winhv.drivers.hv.hypervisor import Hypervisor
+
+_MAP_HEADER = struct.Struct("<QQI4x")
+
+#: HV_MAP_GPA_* flags (readable, writable, kernel/user executable); only recorded.
+MAP_GPA_FLAGS_MASK = 0xF
+
+
+@guarded
+def map_gpa_pages(hv: Hypervisor, frame: HypercallFrame) -> int:
+    """HvCallMapGpaPages (rep): map caller page ``src[i]`` at child page ``base + i``."""
+    caller = frame.caller
+    partition_id, target_base, flags = _MAP_HEADER.unpack_from(frame.input, 0)
+    target = resolve(hv, caller, partition_id, child_only=True)
+    if target.state not in (STATE_CREATED, STATE_ACTIVE):
+        return HvStatus.INVALID_PARTITION_STATE
+    if flags & ~MAP_GPA_FLAGS_MASK:
+        return HvStatus.INVALID_PARAMETER
+    for rep in range(frame.rep_start, frame.rep_limit):
+        source = U64.unpack_from(frame.input, 24 + 8 * rep)[0]
+        if source in hv.deposited_pages.get(caller.partition_id, ()):
+            return HvStatus.INVALID_PARAMETER
+        try:
+            target.memory.map_from(caller.memory, source, target_base + rep, 1)
+        except (GpaError, OverflowError):
+            return HvStatus.INVALID_PARAMETER
+        frame.reps_done = rep + 1
+    return HvStatus.SUCCESS
+
+
+@guarded
+def unmap_gpa_pages(hv: Hypervisor, frame: HypercallFrame) -> int:
+    """HvCallUnmapGpaPages (rep): unmap child pages ``base + i``; each must be mapped."""
+    partition_id, target_base, _flags = _MAP_HEADER.unpack_from(frame.input, 0)
+    target = resolve(hv, frame.caller, partition_id, child_only=True)
+    for rep in range(frame.rep_start, frame.rep_limit):
+        try:
+            target.memory.unmap(target_base + rep, 1)
+        except (GpaError, OverflowError):
+            return HvStatus.INVALID_PARAMETER
+        frame.reps_done = rep + 1
+    return HvStatus.SUCCESS
+
+
+HANDLERS = {0x004B: map_gpa_pages, 0x004C: unmap_gpa_pages}
+
+__all__ = ["HANDLERS"]
