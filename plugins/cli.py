@@ -261,7 +261,7 @@ def check_command(ctx: click.Context, file: Path, as_json: bool) -> None:
     _warn_failures(discovery)
     try:
         if str(file) == "-":
-            driver_set = parse_driver_set(click.get_text_stream("stdin").read(),
+            driver_set = parse_driver_set(sys.stdin.read(),
                                           source="<stdin>", registry=discovery.registry)
         else:
             driver_set = load_driver_set(file, discovery.registry)
