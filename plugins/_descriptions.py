@@ -221,7 +221,7 @@ class ConfigField:
                 _check(False, owner, "default", self.default, exc.expected)
 
     def _coerce(self, value: object, path: str, base_dir: Path | None = None) -> Any:
-        kind = self.type
+        kind = str(self.type)  # normalised to a FIELD_TYPES name by __post_init__
         ok = {
             "bool": isinstance(value, bool),
             "int": isinstance(value, int) and not isinstance(value, bool),
@@ -249,22 +249,23 @@ class ConfigField:
         Integers are accepted for ``float`` fields; ``path`` values become ``pathlib.Path``,
         relative ones joined to ``base_dir`` when it is given.
         """
-        value = self._coerce(value, path, base_dir)
-        if self.minimum is not None and value < self.minimum:
-            raise ConfigError(path, describe_value(value), self._range())
-        if self.maximum is not None and value > self.maximum:
-            raise ConfigError(path, describe_value(value), self._range())
-        if self.choices is not None and value not in self.choices:
-            raise ConfigError(path, describe_value(value),
+        checked: Any = self._coerce(value, path, base_dir)
+        if self.minimum is not None and checked < self.minimum:
+            raise ConfigError(path, describe_value(checked), self._range())
+        if self.maximum is not None and checked > self.maximum:
+            raise ConfigError(path, describe_value(checked), self._range())
+        if self.choices is not None and checked not in self.choices:
+            raise ConfigError(path, describe_value(checked),
                               "one of " + ", ".join(repr(c) for c in self.choices))
-        return value
+        return checked
 
     def _range(self) -> str:
+        what = _EXPECTED[str(self.type)]
         if self.minimum is not None and self.maximum is not None:
-            return f"{_EXPECTED[self.type]} from {self.minimum} to {self.maximum}"
+            return f"{what} from {self.minimum} to {self.maximum}"
         if self.minimum is not None:
-            return f"{_EXPECTED[self.type]} >= {self.minimum}"
-        return f"{_EXPECTED[self.type]} <= {self.maximum}"
+            return f"{what} >= {self.minimum}"
+        return f"{what} <= {self.maximum}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ import inspect
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, cast
 
 import pluggy
 
@@ -115,7 +115,7 @@ class _PluginManager(pluggy.PluginManager):
         if opts is None and name.startswith("winhv_"):
             attr = inspect.getattr_static(plugin, name, None)
             if isinstance(attr, staticmethod | classmethod) or inspect.isfunction(attr):
-                return {}  # type: ignore[typeddict-item]  # pluggy fills in the defaults
+                return cast(pluggy.HookimplOpts, {})  # pluggy fills in the defaults
         return opts
 
 
@@ -242,7 +242,7 @@ class DiscoveryResult:
                             f"{hook_name}() returned {item!r} at index {index}, expected a "
                             f"{expected.__name__}",
                         )
-                    batch.append(item)
+                    batch.append(cast(Description, item))
         return batch
 
     def _fail(self, source: Source, stage: Stage, message: str) -> None:

@@ -61,7 +61,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def winhv_vsp_vsc_pairs() -> Iterable[PairDescription]:
+def winhv_vsp_vsc_pairs() -> Iterable[PairDescription] | None:
     """Return the synthetic device pairs this plugin provides.
 
     Called once, right after the plugin is loaded, with no arguments.
@@ -74,7 +74,7 @@ def winhv_vsp_vsc_pairs() -> Iterable[PairDescription]:
 
 
 @hookspec
-def winhv_integration_components() -> Iterable[IcDescription]:
+def winhv_integration_components() -> Iterable[IcDescription] | None:
     """Return the Integration Components (heartbeat, shutdown, time sync, KVP, ...) this
     plugin provides.
 
@@ -87,7 +87,7 @@ def winhv_integration_components() -> Iterable[IcDescription]:
 
 
 @hookspec
-def winhv_vid_services() -> Iterable[VidServiceDescription]:
+def winhv_vid_services() -> Iterable[VidServiceDescription] | None:
     """Return the VID services (root-side services of the virtualization stack that are not
     VMBus devices, e.g. a memory balancer) this plugin provides.
 
