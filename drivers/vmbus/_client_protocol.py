@@ -135,6 +135,8 @@ class ClientProtocol:
     ) -> None:
         if not versions:
             raise ValueError("versions: found none, expected at least one version to propose")
+        if FeatureFlag.CLIENT_ID in FeatureFlag(features) and client_id is None:
+            raise ValueError("client_id: found None, expected a GUID (feature CLIENT_ID is set)")
         self._notifier = notifier
         self._versions = tuple(VmbusVersion(v) for v in versions)
         self._target_vcpu = target_vcpu
