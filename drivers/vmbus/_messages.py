@@ -22,6 +22,7 @@ INITIATE_CONTACT 40/56, VERSION_RESPONSE 16/20/40, TL_CONNECT_REQUEST 40/56) cod
 
 from __future__ import annotations
 
+import builtins
 import struct
 import uuid
 from collections.abc import Mapping
@@ -792,7 +793,7 @@ class MessageSpec:
     #: Linux's name (``CHANNELMSG_`` dropped); OpenVMM's for 25..29, which Linux lacks.
     name: str
     #: The dataclass that packs and unpacks it.
-    cls: type[ChannelMessage]
+    cls: builtins.type[ChannelMessage]
     #: Smallest valid size, header included.
     size: int
     #: The sizes of its fixed forms, smallest first; empty for the PFN-carrying GPADL messages.

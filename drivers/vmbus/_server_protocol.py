@@ -481,20 +481,20 @@ class ServerProtocol:
             raise
         if gpadl is None:
             return
-        channel = self._channels.get(gpadl.relid)
-        if channel is None or channel.state is ChannelState.REVOKED or not channel.visible:
+        owner = self._channels.get(gpadl.relid)
+        if owner is None or owner.state is ChannelState.REVOKED or not owner.visible:
             self._notifier.send(GpadlCreated(gpadl.relid, gpadl.gpadl_id,
                                              GPADL_STATUS_UNSUCCESSFUL))
             raise ProtocolError(_T.GPADL_BODY, "child_relid", gpadl.relid,
                                 "a channel that is still offered when the GPADL completes")
-        if gpadl.gpadl_id in channel.gpadls:
+        if gpadl.gpadl_id in owner.gpadls:
             self._notifier.send(GpadlCreated(gpadl.relid, gpadl.gpadl_id,
                                              GPADL_STATUS_UNSUCCESSFUL))
             raise ProtocolError(_T.GPADL_BODY, "gpadl_id", f"{gpadl.gpadl_id:#x}",
                                 "an id not already in use on this channel")
         status = self._notifier.gpadl_created(gpadl)
         if status == 0:
-            channel.gpadls[gpadl.gpadl_id] = gpadl
+            owner.gpadls[gpadl.gpadl_id] = gpadl
         self._notifier.send(GpadlCreated(gpadl.relid, gpadl.gpadl_id, status))
 
     def _on_gpadl_teardown(self, msg: GpadlTeardown, connection_id: int) -> None:

@@ -202,3 +202,21 @@ def test_random_host_and_guest_operations_keep_both_sides_in_step(ops):
         for relid in pair.client.offers:
             assert pair.client.is_open(relid) == (
                 pair.server.channel_state(relid) is ChannelState.OPEN)
+
+
+def test_protocol_namespace_exports_exactly_the_public_names_of_its_modules():
+    from winhv.drivers.vmbus import (
+        _client_protocol,
+        _gpadl,
+        _messages,
+        _server_protocol,
+        _versions,
+        protocol,
+    )
+
+    modules = (_versions, _messages, _gpadl, _server_protocol, _client_protocol)
+    expected = {name for module in modules for name in module.__all__}
+    assert len(protocol.__all__) == len(set(protocol.__all__)) == len(expected)
+    assert set(protocol.__all__) == expected
+    public = {n for n in vars(protocol) if not n.startswith("_")} - {"annotations"}
+    assert public == expected
