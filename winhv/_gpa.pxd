@@ -14,6 +14,7 @@ cdef class GpaSpace:
 
     cdef int _grow(self, uint64_t count) except -1
     cdef object _region_view(self, uint8_t* ptr, uint64_t size)
+    cdef bint _release(self, uint8_t* ptr, uint64_t size)
     cpdef object view(self, uint64_t gpa, uint64_t size)
     cpdef bint is_mapped(self, uint64_t gpa, uint64_t size)
 

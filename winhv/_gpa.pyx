@@ -15,6 +15,8 @@ from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcpy, memset
 
+import mmap
+
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 
@@ -220,6 +222,47 @@ cdef class GpaSpace:
             chunk = min(4096 - (cur & 0xFFF), size - done)
             memcpy(self.pages[cur >> 12] + (cur & 0xFFF), &src[done], chunk)
             done += chunk
+
+    def discard(self, uint64_t gpa, uint64_t size) -> None:
+        """Zero whole pages and give their backing back to the OS where it can (MADV_REMOVE).
+
+        Used when RAM changes hands (a VM's memory freed for the next one): afterwards the
+        pages read as zero either way, and untouched again they cost no memory.
+        """
+        if gpa & 0xFFF or size & 0xFFF:
+            raise GpaError(f"{self.name}: discard needs whole pages ({gpa:#x}+{size:#x})")
+        if not self.is_mapped(gpa, size):
+            raise GpaError(f"{self.name}: GPA range {gpa:#x}+{size:#x} is not mapped")
+        cdef uint64_t page = gpa >> 12
+        cdef uint64_t end = (gpa + size) >> 12
+        cdef uint64_t run
+        cdef uint64_t start
+        cdef uint64_t length
+        while page < end:
+            run = 1
+            while page + run < end and self.pages[page + run] == self.pages[page] + (run << 12):
+                run += 1
+            if not self._release(self.pages[page], run << 12):
+                memset(self.pages[page], 0, run << 12)
+            page += run
+
+    cdef bint _release(self, uint8_t* ptr, uint64_t size):
+        cdef uint64_t start
+        cdef uint64_t length
+        madvise = getattr(mmap, "MADV_REMOVE", None)
+        if madvise is None:
+            return False
+        for start, length, mv in self._regions:
+            if start <= <uint64_t> ptr and <uint64_t> ptr + size <= start + length:
+                owner = mv.obj
+                if not isinstance(owner, mmap.mmap):
+                    return False
+                try:
+                    owner.madvise(madvise, <uint64_t> ptr - start, size)
+                except OSError:
+                    return False
+                return True
+        return False
 
     def zero(self, uint64_t gpa, uint64_t size) -> None:
         """Fill a mapped range with zeros."""

@@ -56,9 +56,9 @@ cdef inline object _status(uint16_t value):
 cdef class HandleCore:
     """The compiled part of a WinHv handle. Use :class:`winhv.WinHv`, which extends it."""
 
-    cdef readonly Caller caller
+    cdef Caller _caller
     cdef Bridge _cbridge
-    cdef readonly object bridge
+    cdef object _bridge
     cdef readonly uint32_t vp_index
     cdef readonly uint64_t input_gpa
     cdef readonly uint64_t output_gpa
@@ -75,8 +75,8 @@ cdef class HandleCore:
         if gpa_pointer(caller.memory, input_gpa, 4096) == NULL or \
                 gpa_pointer(caller.memory, output_gpa, 4096) == NULL:
             raise ValueError("hypercall pages must be mapped in the partition's own memory")
-        self.caller = caller
-        self.bridge = bridge
+        self._caller = caller
+        self._bridge = bridge
         self._cbridge = bridge if isinstance(bridge, Bridge) else None
         self.vp_index = vp_index
         self.input_gpa = input_gpa
@@ -86,9 +86,19 @@ cdef class HandleCore:
         PyMem_Free(self._table)
 
     @property
+    def memory(self):
+        """The partition's own guest physical memory (the only memory this handle reaches)."""
+        return self._caller.memory
+
+    @property
     def partition_id(self):
         """The partition this handle is bound to (what WinHvGetPartitionId answers)."""
-        return self.caller.partition_id
+        return self._caller.partition_id
+
+    @property
+    def bridge_kind(self):
+        """``"compiled"`` or ``"reference"``: which bridge this handle's calls go through."""
+        return self._bridge.kind
 
     @property
     def compiled(self):
@@ -96,16 +106,16 @@ cdef class HandleCore:
         return self._cbridge is not None
 
     cdef inline uint8_t* _input_page(self) noexcept:
-        return gpa_pointer(self.caller.memory, self.input_gpa, 4096)
+        return gpa_pointer(self._caller.memory, self.input_gpa, 4096)
 
     cdef inline uint8_t* _output_page(self) noexcept:
-        return gpa_pointer(self.caller.memory, self.output_gpa, 4096)
+        return gpa_pointer(self._caller.memory, self.output_gpa, 4096)
 
     cdef uint64_t _hc(self, uint64_t control, uint64_t rdx, uint64_t r8) except? 0xFFFFFFFFFFFFFFFF:
-        self.caller.current_vp = self.vp_index
+        self._caller.current_vp = self.vp_index
         if self._cbridge is not None:
-            return self._cbridge.hypercall(self.caller, control, rdx, r8)
-        return self.bridge.hypercall(self.caller, control, rdx, r8)
+            return self._cbridge.hypercall(self._caller, control, rdx, r8)
+        return self._bridge.hypercall(self._caller, control, rdx, r8)
 
     def hypercall(self, uint64_t control, uint64_t rdx=0, uint64_t r8=0):
         """Issue a raw hypercall on this handle's VP; returns the 64-bit result word."""

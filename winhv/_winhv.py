@@ -42,12 +42,13 @@ class WinHv(HandleCore):
     # -- plumbing ------------------------------------------------------------------------------
 
     def _input(self) -> memoryview:
-        return self.caller.memory.view(self.input_gpa, _PAGE)
+        return self.memory.view(self.input_gpa, _PAGE)
 
     def _output(self) -> memoryview:
-        return self.caller.memory.view(self.output_gpa, _PAGE)
+        return self.memory.view(self.output_gpa, _PAGE)
 
-    def _simple(self, code: int, data: bytes = b"", out_size: int = 0) -> tuple[HvStatus | int, bytes]:
+    def _simple(self, code: int, data: bytes = b"", out_size: int = 0,
+                ) -> tuple[HvStatus | int, bytes]:
         if data:
             self._input()[: len(data)] = data
         result = self.hypercall(code, self.input_gpa if data else 0,

@@ -1,0 +1,175 @@
+"""A partition's kernel: its WinHv handle, page allocator, SynIC pages and interrupt dispatch.
+
+Set-up follows Linux's per-CPU SynIC enable order (fact sheet §2.7): SIMP, SIEFP, then the
+VMBus SINT with its vector (0xF3, auto-EOI), then SCONTROL. All of it through
+``WinHvSetVpRegisters`` on the kernel's own handle.
+
+Interrupt handling follows the TLFS recommendation (§2.4 step 7, §2.5): for a message, copy it
+out, clear the slot's type, and write EOM if MessagePending was set, then act on it; for event
+flags, atomically take the set flags, then act on each.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from winhv._message import HV_SINT_COUNT, MESSAGE_FLAG_PENDING
+from winhv._registers import SINT_AUTO_EOI, HvRegisterName
+from winhv._status import HvStatus
+from winhv.drivers.kernel._flags import take_flags
+from winhv.drivers.kernel._pages import PageAllocator
+
+__all__ = ["VMBUS_VECTOR", "Kernel", "KernelError"]
+
+#: The x86 vector Linux uses for the VMBus SINT (HYPERVISOR_CALLBACK_VECTOR).
+VMBUS_VECTOR = 0xF3
+_PAGE = 4096
+_log = logging.getLogger("winhv.kernel")
+
+MessageHandler = Callable[[bytes], Any]
+EventHandler = Callable[[], Any]
+HandleFactory = Callable[[int, int, int], Any]
+
+
+class KernelError(RuntimeError):
+    """A kernel-level failure (a hypercall the kernel cannot do without failed)."""
+
+
+class Kernel:
+    """The OS of one partition (root or guest), single VP.
+
+    ``open_handle(input_gpa, output_gpa, vp_index)`` is the "CPU": it returns the WinHv handle
+    of this partition's VP; the kernel picks the two hypercall pages from its own allocator.
+    """
+
+    def __init__(self, open_handle: HandleFactory, allocator: PageAllocator, *,
+                 name: str = "", vp_index: int = 0) -> None:
+        self.name = name
+        self.allocator = allocator
+        self.vp_index = vp_index
+        pages = allocator.alloc(2)
+        self.hv = open_handle(pages << 12, (pages + 1) << 12, vp_index)
+        self.memory = self.hv.memory
+        self.partition_id = self.hv.partition_id
+        self._message_handlers: dict[int, MessageHandler] = {}
+        self._event_handlers: dict[int, dict[int, EventHandler]] = {}
+        self._sim: memoryview | None = None
+        self._sief: memoryview | None = None
+        self._sint_of_vector: dict[int, list[int]] = {}
+        #: Called as ``on_fault(where, exc)`` when a handler raises; default: log it.
+        self.on_fault: Callable[[str, BaseException], Any] | None = None
+        self.messages_received = 0
+        self.events_received = 0
+
+    def __repr__(self) -> str:
+        return f"<Kernel {self.name or self.partition_id} vp={self.vp_index}>"
+
+    # -- memory --------------------------------------------------------------------------------
+
+    def alloc_pages(self, count: int = 1, *, zero: bool = True) -> int:
+        """GPA of ``count`` new contiguous pages of this partition's memory."""
+        page = self.allocator.alloc(count)
+        gpa = page << 12
+        if zero:
+            self.memory.zero(gpa, count * _PAGE)
+        return gpa
+
+    def free_pages(self, gpa: int, count: int = 1) -> None:
+        self.allocator.free(gpa >> 12, count)
+
+    def view(self, gpa: int, size: int) -> memoryview:
+        """Zero-copy view of this partition's own memory."""
+        return self.memory.view(gpa, size)
+
+    # -- SynIC ---------------------------------------------------------------------------------
+
+    def enable_synic(self, sints: dict[int, int] | None = None) -> None:
+        """Enable the SynIC with the SIM/SIEF pages in fresh pages of this partition's memory.
+
+        ``sints`` maps SINT -> vector (default: the VMBus SINT 2 -> 0xF3).
+        """
+        sints = {2: VMBUS_VECTOR} if sints is None else sints
+        simp = self.alloc_pages()
+        siefp = self.alloc_pages()
+        values = [(HvRegisterName.SIMP, simp | 1), (HvRegisterName.SIEFP, siefp | 1)]
+        for sint, vector in sints.items():
+            if not 0 <= sint < HV_SINT_COUNT or not 16 <= vector <= 255:
+                raise ValueError(f"bad SINT {sint} or vector {vector:#x}")
+            values.append((HvRegisterName.SINT0 + sint, vector | SINT_AUTO_EOI))
+            self._sint_of_vector.setdefault(vector, []).append(sint)
+        values.append((HvRegisterName.SCONTROL, 1))
+        status = self.hv.WinHvSetVpRegisters(values)
+        if status != HvStatus.SUCCESS:
+            raise KernelError(f"{self!r}: enabling the SynIC failed: {status}")
+        self._sim = self.view(simp, _PAGE)
+        self._sief = self.view(siefp, _PAGE)
+
+    def on_message(self, sint: int, handler: MessageHandler | None) -> None:
+        """Call ``handler(message)`` (the 256-byte HV_MESSAGE, copied) for SINTn messages."""
+        if handler is None:
+            self._message_handlers.pop(sint, None)
+        else:
+            self._message_handlers[sint] = handler
+
+    def on_event(self, sint: int, flag: int, handler: EventHandler | None) -> None:
+        """Call ``handler()`` when event flag ``flag`` of SINTn is found set."""
+        if not 0 <= flag < 2048:
+            raise ValueError(f"flag {flag} is outside 0..2047")
+        table = self._event_handlers.setdefault(sint, {})
+        if handler is None:
+            table.pop(flag, None)
+        else:
+            table[flag] = handler
+
+    def interrupt(self, vector: int) -> None:
+        """The ISR: handle every SINT programmed with ``vector``."""
+        for sint in self._sint_of_vector.get(vector, ()):
+            self._events(sint)
+            self._messages(sint)
+
+    def poll(self) -> None:
+        """Handle whatever is pending on every SINT, as if each had interrupted."""
+        for sints in self._sint_of_vector.values():
+            for sint in sints:
+                self._events(sint)
+                self._messages(sint)
+
+    def _events(self, sint: int) -> None:
+        table = self._event_handlers.get(sint)
+        if not table or self._sief is None:
+            return
+        for flag in take_flags(self._sief[sint * 256:(sint + 1) * 256]):
+            handler = table.get(flag)
+            if handler is None:
+                continue
+            self.events_received += 1
+            self._run(f"event {sint}/{flag}", handler)
+
+    def _messages(self, sint: int) -> None:
+        sim = self._sim
+        if sim is None:
+            return
+        slot = sim[sint * 256:(sint + 1) * 256]
+        words = slot.cast("I")
+        while words[0] != 0:
+            message = bytes(slot)
+            pending = slot[5] & MESSAGE_FLAG_PENDING
+            words[0] = 0          # free the slot (the message type is the "full" marker)
+            slot[5] = 0
+            if pending:
+                self.hv.WinHvSignalEom()
+            self.messages_received += 1
+            handler = self._message_handlers.get(sint)
+            if handler is not None:
+                self._run(f"message on SINT {sint}", handler, message)
+
+    def _run(self, where: str, handler: Callable[..., Any], *args: Any) -> None:
+        try:
+            handler(*args)
+        except Exception as exc:  # a handler's fault is its driver's; the kernel goes on
+            if self.on_fault is not None:
+                self.on_fault(where, exc)
+            else:
+                _log.exception("%r: %s handler %r raised", self, where, handler)
