@@ -167,13 +167,15 @@ def run(report: Callable[[str], object] = print, *, scale: float = 1.0) -> list[
             / by[("cython ring, one at a time", size)].ns_per_packet
         )
         report(f"cython vs python ring, one at a time, {size} B: {speedup:.1f}x")
-    batched = by[("python ring, batched", 64)].ns_per_packet / by[
-        ("cython ring, batched", 64)
-    ].ns_per_packet
+    batched = (
+        by[("python ring, batched", 64)].ns_per_packet
+        / by[("cython ring, batched", 64)].ns_per_packet
+    )
     report(f"cython vs python ring, batched, 64 B: {batched:.1f}x")
-    share = by[("cython ring, one at a time", 65536)].bytes_per_s / by[
-        ("memoryview copy", 65536)
-    ].bytes_per_s
+    share = (
+        by[("cython ring, one at a time", 65536)].bytes_per_s
+        / by[("memoryview copy", 65536)].bytes_per_s
+    )
     report(f"64 KiB ring bandwidth as a share of memoryview-copy bandwidth: {share:.0%}")
     return rows
 

@@ -206,7 +206,7 @@ cdef class Ring:
             raise ValueError("ring buffer must start 8-byte aligned (indices are aligned u32s)")
         self._data = self._ctl + _CTL
         self._size = <uint32_t>(n - _CTL)
-        self._mv = mv[_CTL:]
+        self._mv = mv[_CTL:].toreadonly()   # payload views must not write the producer's data
         if initialize:
             memset(self._ctl, 0, _CTL)
             winhv_ring_store32(self._ctl + _FEATURES, 1)
@@ -375,8 +375,9 @@ cdef class Packet:
 
     ``payload`` is everything from ``offset8 * 8`` to ``len8 * 8``, padding included (the wire
     carries no finer length). When the packet does not wrap around the end of the data area it
-    is a zero-copy ``memoryview`` into the ring: valid until ``RingReader.done()`` hands the
-    space back to the producer, who may then overwrite it. When the packet wraps, ``payload``
+    is a zero-copy, read-only ``memoryview`` into the ring: valid until ``RingReader.done()``
+    hands the space back to the producer, who may then overwrite it (copy what must outlive
+    that). When the packet wraps, ``payload``
     and ``header`` are ``bytes`` copies taken at ``peek()``. ``header`` is the type-specific
     extension between the descriptor and the payload. ``ranges`` is set for GPA-direct packets
     (type 9): a tuple of ``(byte_count, byte_offset, pfns)`` with ``pfns`` a tuple of ints.

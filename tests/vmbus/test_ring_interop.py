@@ -103,9 +103,7 @@ def test_ring_writer_to_spec_reader(start: int, specs: list[Spec]) -> None:
             p = pending[0]
             try:
                 if p.ranges is not None:
-                    writer.write_gpa_direct(
-                        p.ranges, p.payload, trans_id=p.trans_id, flags=p.flags
-                    )
+                    writer.write_gpa_direct(p.ranges, p.payload, trans_id=p.trans_id, flags=p.flags)
                 else:
                     writer.write(
                         p.payload,

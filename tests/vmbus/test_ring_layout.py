@@ -189,6 +189,7 @@ def test_payload_accepts_any_buffer_and_is_zero_copy_when_not_wrapping() -> None
     packet = reader.read()
     assert packet is not None
     assert isinstance(packet.payload, memoryview)
+    assert packet.payload.readonly
     buf[CONTROL_PAGE_SIZE + 16] = ord("X")  # the view sees the ring's bytes
     assert bytes(packet.payload) == b"X2345678"
 
@@ -349,3 +350,20 @@ def test_packet_size_helper() -> None:
     assert RingWriter.packet_size(0) == 24
     assert RingWriter.packet_size(5) == 32
     assert RingWriter.packet_size(8, 16) == 48
+
+
+def test_write_many_drops_its_packets_when_one_can_never_fit() -> None:
+    _, ring, writer, reader = new_ring()
+    with pytest.raises(PacketTooLargeError):
+        writer.write_many([b"a", b"b", bytes(D)])
+    assert ring.write_index == 0
+    assert reader.read() is None
+
+
+def test_write_many_inside_a_transaction_joins_it() -> None:
+    _, ring, writer, reader = new_ring()
+    writer.begin()
+    assert writer.write_many([b"a", b"b"]) == (2, False)
+    assert ring.write_index == 0
+    assert writer.commit() is True
+    assert len(reader.read_many(5)) == 2
