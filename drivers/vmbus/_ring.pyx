@@ -521,8 +521,6 @@ cdef class RingWriter:
                         object header) except -1:
         cdef Py_buffer pb
         cdef Py_buffer hb
-        cdef const uint8_t *hp = NULL
-        cdef Py_ssize_t hl = 0
         if type(payload) is bytes:
             if header is _EMPTY or (type(header) is bytes and len(<bytes>header) == 0):
                 return self._stage_packet(ptype, flags, trans_id, NULL, 0,
@@ -875,7 +873,6 @@ cdef tuple _parse_gpa(const uint8_t *pkt, uint16_t off8, uint32_t start, uint32_
     """Validate and decode a GPA-direct extension (§4.3) from a contiguous packet image."""
     cdef uint32_t ext = (<uint32_t>off8 - 2) * 8
     cdef const uint8_t *p = pkt + _DESC
-    cdef uint32_t at = _CTL + start
     if ext < _GPA_HDR:
         raise RingCorruptError("offset8", off8, ">= 3 for a GPA-direct packet (range header)",
                                _CTL + (start + 2) % size, size)
@@ -907,8 +904,8 @@ cdef tuple _parse_gpa(const uint8_t *pkt, uint16_t off8, uint32_t start, uint32_
         pos += _RANGE_HDR
         pfns = []
         for k in range(<uint32_t>npfn):
-            pfns.append(_u64(p + pos))
-            pos += 8
+            pfns.append(_u64(p + pos + 8 * k))
+        pos += <uint32_t>npfn * 8
         out.append((byte_count, byte_offset, tuple(pfns)))
     if pos != ext:
         raise RingCorruptError(
