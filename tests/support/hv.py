@@ -11,9 +11,13 @@ except to *observe* (memory snapshots, partition tables).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import struct
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hypothesis import strategies as st
@@ -63,6 +67,25 @@ SINT = 2
 VECTOR = 0x50
 #: Statuses of fact sheet §1.5, for "every result is a TLFS status" checks.
 TLFS_STATUSES = frozenset(int(s) for s in HvStatus)
+
+
+def winhv_package() -> types.ModuleType:
+    """The ``winhv`` package itself, even when an empty ``tests/winhv`` folder shadows it as a
+    namespace package (then its ``__init__`` is loaded by path, without touching sys.modules).
+    """
+    module = importlib.import_module("winhv")
+    if getattr(module, "__file__", None):
+        return module
+    import winhv._select as anchor
+
+    init = Path(anchor.__file__).with_name("__init__.py")
+    spec = importlib.util.spec_from_file_location("winhv", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    assert spec is not None
+    assert spec.loader is not None
+    package = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package)
+    return package
 
 
 def ok(status: Any) -> None:
@@ -342,4 +365,5 @@ __all__ = [
     "u16",
     "u32",
     "u64",
+    "winhv_package",
 ]
