@@ -290,29 +290,33 @@ call_codes = (st.sampled_from(sorted(IMPLEMENTED_HYPERCALLS))
               | st.sampled_from(sorted(HYPERCALLS)) | u16)
 
 
+def rarely(default: Any, other: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``default`` about seven times in eight, else a draw from ``other``."""
+    return st.integers(0, 7).flatmap(lambda n: other if n == 7 else st.just(default))
+
+
 @st.composite
 def control_words(draw: Callable[..., Any], codes: st.SearchStrategy[int] = call_codes,
                   ) -> int:
-    """Control words (§1.2) that are mostly well-formed, sometimes subtly not, sometimes
-    noise: each field is drawn from its plausible values or its full width."""
+    """Control words (§1.2) that are mostly well-formed for their call, sometimes subtly not
+    (each field rarely drawn from its full width), sometimes pure noise."""
     if draw(st.integers(0, 9)) == 0:
         return draw(u64)
     code = draw(codes)
     info = HYPERCALLS.get(code)
-    plausible = st.integers(1, 8) if info is not None and info.is_rep else st.just(0)
-    rep_count = draw(st.one_of(plausible, plausible, plausible, st.integers(0, 0xFFF)))
-    rep_start = draw(st.one_of(st.just(0), st.just(0), st.integers(0, max(rep_count - 1, 0)),
-                               st.integers(0, 0xFFF)))
+    rep = info is not None and info.is_rep
+    rep_count = draw(st.integers(1, 8) if rep else rarely(0, st.integers(0, 0xFFF)))
+    rep_start = draw(rarely(0, st.integers(0, max(rep_count - 1, 0)) | st.integers(0, 0xFFF)))
     reserved_bits = [1 << b for b in range(64) if CONTROL_RESERVED_MASK >> b & 1]
     return control(
         code,
-        fast=draw(st.booleans()),
-        varhead=draw(st.one_of(st.just(0), st.just(0), st.just(0), st.integers(0, 0x3FF))),
-        nested=draw(st.one_of(st.just(False), st.just(False), st.just(False), st.just(True))),
-        rep_count=rep_count,
+        fast=draw(st.booleans() if info is not None and info.fast else
+                  rarely(False, st.just(True))),
+        varhead=draw(rarely(0, st.integers(0, 0x3FF))),
+        nested=draw(rarely(False, st.just(True))),
+        rep_count=rep_count if rep else draw(rarely(rep_count, st.integers(0, 0xFFF))),
         rep_start=rep_start,
-        reserved=draw(st.one_of(st.just(0), st.just(0), st.just(0),
-                                st.sampled_from(reserved_bits))),
+        reserved=draw(rarely(0, st.sampled_from(reserved_bits))),
     )
 
 
@@ -358,6 +362,7 @@ __all__ = [
     "memory_snapshot",
     "ok",
     "partition_state",
+    "rarely",
     "register_names",
     "register_values",
     "result_reps",
