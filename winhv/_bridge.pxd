@@ -1,6 +1,7 @@
 # cython: language_level=3
 """The compiled hypercall bridge: what the hypervisor core cimports to register C handlers."""
 
+cimport cython
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 from winhv._gpa cimport GpaSpace
@@ -33,7 +34,7 @@ cdef class Caller:
 
 
 # A compiled handler: returns an HV_STATUS; never raises.
-ctypedef uint16_t (*HvHandler)(object context, Caller caller, HvCall* call) noexcept
+ctypedef uint16_t (*HvHandler)(void* context, Caller caller, HvCall* call) noexcept
 
 
 cdef struct CallMeta:
@@ -41,6 +42,7 @@ cdef struct CallMeta:
     uint8_t rep
     uint8_t fast_ok
     uint8_t varhead_ok
+    uint8_t fast_simple      # a simple call whose whole input fits the two fast registers
     uint64_t privilege
     uint32_t input_size
     uint32_t output_size
@@ -48,12 +50,14 @@ cdef struct CallMeta:
     uint32_t rep_output_size
 
 
+@cython.final
 cdef class Bridge:
     cdef CallMeta* meta
     cdef uint16_t* slot_of_code
     cdef int n_slots
     cdef HvHandler* c_handlers
-    cdef list c_contexts
+    cdef list c_contexts          # owns the context objects; c_context_ptrs borrows them
+    cdef void** c_context_ptrs
     cdef list py_handlers
     cdef uint64_t* call_counts
     cdef uint64_t* status_counts
@@ -63,8 +67,9 @@ cdef class Bridge:
     cdef public object tracer
     cdef object _logger
 
-    cpdef uint64_t hypercall(self, Caller caller, uint64_t control, uint64_t rdx, uint64_t r8)
+    cpdef uint64_t hypercall(self, Caller caller, uint64_t control, uint64_t rdx,
+                             uint64_t r8) noexcept
     cdef uint16_t _dispatch(self, Caller caller, uint64_t control, uint64_t rdx, uint64_t r8,
-                            uint16_t* reps_done)
-    cdef uint16_t _call_python(self, int slot, Caller caller, HvCall* call)
+                            uint16_t* reps_done) noexcept
+    cdef uint16_t _call_python(self, int slot, Caller caller, HvCall* call) noexcept
     cdef int set_c_handler(self, uint16_t code, HvHandler handler, object context) except -1

@@ -103,11 +103,13 @@ cdef class Bridge:
         self.n_slots = len(infos) + 1                # slot 0 = "unknown code"
         self.meta = <CallMeta*> PyMem_Calloc(self.n_slots, sizeof(CallMeta))
         self.c_handlers = <HvHandler*> PyMem_Calloc(self.n_slots, sizeof(HvHandler))
+        self.c_context_ptrs = <void**> PyMem_Calloc(self.n_slots, sizeof(void*))
         self.call_counts = <uint64_t*> PyMem_Calloc(self.n_slots, sizeof(uint64_t))
         self.status_counts = <uint64_t*> PyMem_Calloc(N_STATUS, sizeof(uint64_t))
         self.fault_counts = <uint32_t*> PyMem_Calloc(self.n_slots, sizeof(uint32_t))
         self.fault_status = <uint16_t*> PyMem_Calloc(self.n_slots, sizeof(uint16_t))
-        if (self.meta == NULL or self.c_handlers == NULL or self.call_counts == NULL
+        if (self.meta == NULL or self.c_handlers == NULL or self.c_context_ptrs == NULL
+                or self.call_counts == NULL
                 or self.status_counts == NULL or self.fault_counts == NULL
                 or self.fault_status == NULL):
             raise MemoryError()
@@ -128,6 +130,9 @@ cdef class Bridge:
             self.meta[slot].output_size = info.output_size
             self.meta[slot].rep_input_size = info.rep_input_size
             self.meta[slot].rep_output_size = info.rep_output_size
+            self.meta[slot].fast_simple = (not self.meta[slot].rep and self.meta[slot].fast_ok
+                                           and _pad8(info.input_size) <= 16
+                                           and info.output_size == 0)
             slot += 1
         self.rep_slice = DEFAULT_REP_SLICE
         self.tracer = None
@@ -137,6 +142,7 @@ cdef class Bridge:
         PyMem_Free(self.meta)
         PyMem_Free(self.slot_of_code)
         PyMem_Free(self.c_handlers)
+        PyMem_Free(self.c_context_ptrs)
         PyMem_Free(self.call_counts)
         PyMem_Free(self.status_counts)
         PyMem_Free(self.fault_counts)
@@ -152,6 +158,7 @@ cdef class Bridge:
             raise ValueError(f"call code {code:#06x} is not in the ABI table")
         self.c_handlers[slot] = handler
         self.c_contexts[slot] = context
+        self.c_context_ptrs[slot] = <void*> context
         self.py_handlers[slot] = None
         return 0
 
@@ -164,6 +171,7 @@ cdef class Bridge:
             raise TypeError(f"handler for {code:#06x} is not callable: {handler!r}")
         self.c_handlers[slot] = NULL
         self.c_contexts[slot] = None
+        self.c_context_ptrs[slot] = NULL
         self.py_handlers[slot] = handler
 
     def unregister(self, code):
@@ -172,6 +180,7 @@ cdef class Bridge:
         if slot:
             self.c_handlers[slot] = NULL
             self.c_contexts[slot] = None
+            self.c_context_ptrs[slot] = NULL
             self.py_handlers[slot] = None
 
     def handled(self, code) -> bool:
@@ -226,7 +235,8 @@ cdef class Bridge:
 
     # -- the entry ------------------------------------------------------------------------------
 
-    cpdef uint64_t hypercall(self, Caller caller, uint64_t control, uint64_t rdx, uint64_t r8):
+    cpdef uint64_t hypercall(self, Caller caller, uint64_t control, uint64_t rdx,
+                             uint64_t r8) noexcept:
         """Issue one hypercall as ``caller``; returns the 64-bit result word (§1.3).
 
         Never raises for any input: every failure is an HV_STATUS in the result.
@@ -244,7 +254,7 @@ cdef class Bridge:
         return result
 
     cdef uint16_t _dispatch(self, Caller caller, uint64_t control, uint64_t rdx, uint64_t r8,
-                            uint16_t* reps_done):
+                            uint16_t* reps_done) noexcept:
         cdef uint16_t code = control & 0xFFFF
         cdef uint16_t slot = self.slot_of_code[code]
         cdef CallMeta* m = &self.meta[slot]
@@ -253,6 +263,23 @@ cdef class Bridge:
         cdef uint32_t out_size
         cdef uint16_t status
         self.call_counts[slot] += 1
+        if (control >> 17) == 0 and control & CTL_FAST and m.fast_simple \
+                and self.c_handlers[slot] != NULL and self.fault_counts[slot] == 0 \
+                and (caller.privileges & m.privilege) == m.privilege:
+            # The hot path: a fast simple call with nothing else in the control word (so every
+            # §1.3 check holds) to a compiled handler.
+            call.control = control
+            call.code = code
+            call.fast = True
+            call.varhead_qwords = 0
+            call.rep_count = call.rep_start = call.rep_limit = call.reps_done = 0
+            call.fast_regs[0] = rdx
+            call.fast_regs[1] = r8
+            call.input = <const uint8_t*> call.fast_regs
+            call.input_size = 16
+            call.output = NULL
+            call.output_size = 0
+            return self.c_handlers[slot](self.c_context_ptrs[slot], caller, &call)
         if slot == 0 or (self.c_handlers[slot] == NULL and self.py_handlers[slot] is None):
             return ST_INVALID_HYPERCALL_CODE
         call.control = control
@@ -319,7 +346,7 @@ cdef class Bridge:
             reps_done[0] = call.rep_start
             return status
         if self.c_handlers[slot] != NULL:
-            status = self.c_handlers[slot](self.c_contexts[slot], caller, &call)
+            status = self.c_handlers[slot](self.c_context_ptrs[slot], caller, &call)
         else:
             status = self._call_python(slot, caller, &call)
         if m.rep:
@@ -328,7 +355,7 @@ cdef class Bridge:
             reps_done[0] = call.reps_done
         return status
 
-    cdef uint16_t _call_python(self, int slot, Caller caller, HvCall* call):
+    cdef uint16_t _call_python(self, int slot, Caller caller, HvCall* call) noexcept:
         cdef HypercallFrame frame = HypercallFrame.__new__(HypercallFrame)
         frame.caller = caller
         frame.code = call.code

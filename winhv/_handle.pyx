@@ -9,6 +9,8 @@ hypervisor. The hot calls (``WinHvPostMessage``, ``WinHvSignalEvent``) are compi
 when the bridge is. The same calls are exported as a versioned C table (``winhv.h``).
 """
 
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -126,23 +128,19 @@ cdef class HandleCore:
         cdef uint64_t rdx = connection_id | (<uint64_t> flag_number << 32)
         return _status(self._hc(CALL_SIGNAL_EVENT | CTL_FAST, rdx, 0) & 0xFFFF)
 
-    def WinHvPostMessage(self, uint32_t connection_id, uint32_t message_type,
-                                  const uint8_t[::1] payload):
-        """Post a message of ``message_type`` carrying ``payload`` (at most 240 bytes)."""
-        cdef uint32_t size = payload.shape[0]
-        cdef uint8_t* page
-        if size > HV_MESSAGE_PAYLOAD_SIZE:
-            return _status(ST_INVALID_PARAMETER)
-        page = self._input_page()
-        if page == NULL:
-            return _status(ST_INVALID_ALIGNMENT)
-        (<uint32_t*> page)[0] = connection_id
-        (<uint32_t*> page)[1] = 0
-        (<uint32_t*> page)[2] = message_type
-        (<uint32_t*> page)[3] = size
-        if size:
-            memcpy(page + 16, &payload[0], size)
-        return _status(self._hc(CALL_POST_MESSAGE, self.input_gpa, 0) & 0xFFFF)
+    def WinHvPostMessage(self, uint32_t connection_id, uint32_t message_type, payload):
+        """Post a message of ``message_type`` carrying ``payload`` (bytes-like, <= 240 bytes)."""
+        cdef Py_buffer view
+        cdef uint16_t status
+        if PyBytes_CheckExact(payload):
+            return _status(_c_post(self, connection_id, message_type,
+                                   PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload)))
+        PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE)
+        try:
+            status = _c_post(self, connection_id, message_type, view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return _status(status)
 
     def WinHvGetPartitionId(self):
         """``(status, partition_id)`` of the calling partition."""
@@ -178,21 +176,34 @@ cdef class HandleCore:
 
 # C entry points: the GIL is held by the caller (see winhv.h). They never raise.
 
-cdef uint64_t _c_hypercall(void* ctx, uint64_t control, uint64_t rdx, uint64_t r8) noexcept:
+cdef inline uint64_t _c_call(HandleCore handle, uint64_t control, uint64_t rdx,
+                             uint64_t r8) noexcept:
+    if handle._cbridge is not None:
+        # The compiled bridge cannot raise: no exception frame on the hot path.
+        handle._caller.current_vp = handle.vp_index
+        return handle._cbridge.hypercall(handle._caller, control, rdx, r8)
     try:
-        return (<HandleCore> ctx)._hc(control, rdx, r8)
+        return handle._hc(control, rdx, r8)
     except BaseException:
         return 0x71  # HV_STATUS_OPERATION_FAILED: the reference bridge raised (it must not)
 
 
+cdef uint64_t _c_hypercall(void* ctx, uint64_t control, uint64_t rdx, uint64_t r8) noexcept:
+    return _c_call(<HandleCore> ctx, control, rdx, r8)
+
+
 cdef uint16_t _c_signal_event(void* ctx, uint32_t connection_id, uint16_t flag) noexcept:
-    return _c_hypercall(ctx, CALL_SIGNAL_EVENT | CTL_FAST,
-                        connection_id | (<uint64_t> flag << 32), 0) & 0xFFFF
+    return _c_call(<HandleCore> ctx, CALL_SIGNAL_EVENT | CTL_FAST,
+                   connection_id | (<uint64_t> flag << 32), 0) & 0xFFFF
 
 
 cdef uint16_t _c_post_message(void* ctx, uint32_t connection_id, uint32_t message_type,
                               const void* payload, uint32_t size) noexcept:
-    cdef HandleCore handle = <HandleCore> ctx
+    return _c_post(<HandleCore> ctx, connection_id, message_type, payload, size)
+
+
+cdef uint16_t _c_post(HandleCore handle, uint32_t connection_id, uint32_t message_type,
+                      const void* payload, Py_ssize_t size) noexcept:
     cdef uint8_t* page
     if size > HV_MESSAGE_PAYLOAD_SIZE or (size and payload == NULL):
         return ST_INVALID_PARAMETER
@@ -205,12 +216,12 @@ cdef uint16_t _c_post_message(void* ctx, uint32_t connection_id, uint32_t messag
     (<uint32_t*> page)[3] = size
     if size:
         memcpy(page + 16, payload, size)
-    return _c_hypercall(ctx, CALL_POST_MESSAGE, handle.input_gpa, 0) & 0xFFFF
+    return _c_call(handle, CALL_POST_MESSAGE, handle.input_gpa, 0) & 0xFFFF
 
 
 cdef uint16_t _c_get_partition_id(void* ctx, uint64_t* out) noexcept:
     cdef HandleCore handle = <HandleCore> ctx
-    cdef uint64_t result = _c_hypercall(ctx, CALL_GET_PARTITION_ID, 0, handle.output_gpa)
+    cdef uint64_t result = _c_call(handle, CALL_GET_PARTITION_ID, 0, handle.output_gpa)
     cdef uint8_t* page = handle._output_page()
     if (result & 0xFFFF) == ST_SUCCESS and page != NULL and out != NULL:
         out[0] = (<uint64_t*> page)[0]

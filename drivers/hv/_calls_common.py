@@ -16,7 +16,7 @@ U64 = struct.Struct("<Q")
 U32 = struct.Struct("<I")
 
 
-class HypercallFailed(Exception):  # noqa: N818 - it carries a status, it is not an error report
+class HypercallFailed(Exception):
     """Raised inside a handler to return ``status``; the handler wrapper converts it."""
 
     def __init__(self, status: HvStatus) -> None:

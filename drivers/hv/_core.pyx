@@ -11,12 +11,15 @@ SynIC pages live in the partition's own memory at the GPAs it programmed into SI
 guest reads its messages and event flags from its memory exactly as on Hyper-V.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.dict cimport PyDict_GetItem
-from cpython.list cimport PyList_Append, PyList_GET_SIZE
+from cpython.mem cimport PyMem_Calloc, PyMem_Free
+from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
+
+from types import MappingProxyType
 
 from winhv._bridge cimport Bridge, Caller, HvCall
 from winhv._cdefs cimport (
@@ -44,17 +47,26 @@ STATE_FINALIZED = 2      # after HvCallFinalizePartition; only DeletePartition r
 STATE_DELETED = 3
 cdef int _ACTIVE = 1
 
-PORT_MESSAGE = 1
-PORT_EVENT = 2
+cdef enum:
+    _PORT_MESSAGE = 1
+    _PORT_EVENT = 2
+
+PORT_MESSAGE = _PORT_MESSAGE
+PORT_EVENT = _PORT_EVENT
 PORT_MONITOR = 3
 PORT_DOORBELL = 4
 
 #: Guest message buffers per message port (fact sheet §2.4).
 PORT_MESSAGE_BUFFERS = 16
-HV_ANY_VP = 0xFFFFFFFF
-HV_VP_INDEX_SELF = 0xFFFFFFFE
+cdef uint32_t _ANY_VP = 0xFFFFFFFFU
+cdef uint32_t _VP_SELF = 0xFFFFFFFEU
+cdef uint32_t _ID_RESERVED = 0xFF000000U
+cdef uint32_t _TYPE_HYPERVISOR = 0x80000000U
+HV_ANY_VP = _ANY_VP
+HV_VP_INDEX_SELF = _VP_SELF
 
 
+@cython.final
 cdef class Port:
     """A port: owned by the receiving partition; fixes the target VP and SINT (§2.6)."""
 
@@ -81,7 +93,7 @@ cdef class Port:
         self.target_vp = target_vp
         self.base_flag = base_flag
         self.flag_count = flag_count
-        self.free_buffers = PORT_MESSAGE_BUFFERS if port_type == PORT_MESSAGE else 0
+        self.free_buffers = PORT_MESSAGE_BUFFERS if port_type == _PORT_MESSAGE else 0
         self.deleted = False
 
     def __repr__(self):
@@ -90,6 +102,7 @@ cdef class Port:
                 f"vp={self.target_vp} sint={self.target_sint}>")
 
 
+@cython.final
 cdef class Connection:
     """A connection: owned by the sending partition, bound to one port (§2.6)."""
 
@@ -107,6 +120,7 @@ cdef class Connection:
                 f"{self.partition.partition_id:#x} -> {self.port!r}>")
 
 
+@cython.final
 cdef class Vp:
     """A virtual processor and its SynIC registers, message queues and pending interrupts."""
 
@@ -203,7 +217,7 @@ cdef class Vp:
 
     # -- delivery ------------------------------------------------------------------------------
 
-    cdef inline void raise_sint(self, int sint):
+    cdef inline void raise_sint(self, int sint) noexcept:
         """Assert SINTn's edge interrupt, unless it is masked (then the interrupt is lost)."""
         cdef uint64_t reg = self._sint[sint]
         if reg & SINT_MASKED:
@@ -294,13 +308,15 @@ cdef class Vp:
         self._try_deliver(sint)
         return ST_SUCCESS
 
-    cdef uint16_t signal(self, int sint, uint32_t flag):
+    cdef uint16_t signal(self, int sint, uint32_t flag) noexcept:
         """Set event flag ``flag`` of SINTn; interrupt on a 0->1 transition only (§2.5)."""
         cdef uint8_t* flags = self.flags(sint)
         cdef uint8_t bit
         if flags == NULL or self._sint[sint] & SINT_MASKED:
             return ST_INVALID_SYNIC_STATE
         bit = 1 << (flag & 7)
+        if flags[flag >> 3] & bit:
+            return ST_SUCCESS   # already pending: no 0->1 transition, nothing to write
         if not (winhv_atomic_or8(flags + (flag >> 3), bit) & bit):
             self.raise_sint(sint)
         return ST_SUCCESS
@@ -321,6 +337,7 @@ cdef class Vp:
         return self.signal(sint, flag)
 
 
+@cython.final
 cdef class Partition(Caller):
     """A partition: its memory, VPs, ports, connections and hypervisor-visible registers."""
 
@@ -328,7 +345,10 @@ cdef class Partition(Caller):
     cdef public object parent
     cdef public int state
     cdef public dict ports
-    cdef public dict connections
+    cdef dict _connections
+    cdef uint32_t* _conn_keys         # open-addressing index of _connections for the C path:
+    cdef PyObject** _conn_values      # key slot holds id + 1 (0 = empty); values borrowed
+    cdef uint32_t _conn_mask          # from _connections, which owns the references
     cdef public list vps
     cdef public dict properties
     cdef public uint64_t guest_os_id
@@ -343,18 +363,87 @@ cdef class Partition(Caller):
         self.parent = parent
         self.state = STATE_CREATED
         self.ports = {}
-        self.connections = {}
+        self._connections = {}
+        self._conn_keys = NULL
+        self._conn_values = NULL
+        self._conn_mask = 0
         self.vps = []
         self.properties = {}
         self.pool_pages = set()
         self.pool_in_use = 0
 
+    def __dealloc__(self):
+        PyMem_Free(self._conn_keys)
+        PyMem_Free(self._conn_values)
+
     def __repr__(self):
         return f"<Partition {self.partition_id:#x} {self.name!r} state={self.state}>"
 
+    @property
+    def connections(self):
+        """Read-only ``{connection id: Connection}``; change it with the methods below."""
+        return MappingProxyType(self._connections)
+
+    def add_connection(self, Connection connection not None):
+        """Register ``connection``; its id must be free (ValueError otherwise)."""
+        if connection.connection_id in self._connections:
+            raise ValueError(f"connection {connection.connection_id:#x} exists")
+        self._connections[connection.connection_id] = connection
+        self._reindex()
+
+    def remove_connection(self, uint32_t connection_id):
+        """Remove and return the connection with that id, or None."""
+        found = self._connections.pop(connection_id, None)
+        self._reindex()
+        return found
+
+    def clear_connections(self):
+        self._connections.clear()
+        self._reindex()
+
+    cdef void _reindex(self) except *:
+        cdef uint32_t cap = 8
+        cdef uint32_t i
+        cdef uint32_t key
+        cdef Connection conn
+        while cap < 2 * len(self._connections) + 2:
+            cap *= 2
+        keys = <uint32_t*> PyMem_Calloc(cap, sizeof(uint32_t))
+        values = <PyObject**> PyMem_Calloc(cap, sizeof(PyObject*))
+        if keys == NULL or values == NULL:
+            PyMem_Free(keys)
+            PyMem_Free(values)
+            raise MemoryError()
+        for conn in self._connections.values():
+            key = conn.connection_id
+            i = _hash_id(key) & (cap - 1)
+            while keys[i]:
+                i = (i + 1) & (cap - 1)
+            keys[i] = key + 1
+            values[i] = <PyObject*> conn
+        PyMem_Free(self._conn_keys)
+        PyMem_Free(self._conn_values)
+        self._conn_keys = keys
+        self._conn_values = values
+        self._conn_mask = cap - 1
+
+    cdef inline PyObject* find_connection(self, uint32_t connection_id) noexcept:
+        cdef uint32_t i
+        cdef uint32_t key
+        if self._conn_keys == NULL:
+            return NULL
+        i = _hash_id(connection_id) & self._conn_mask
+        while True:
+            key = self._conn_keys[i]
+            if key == 0:
+                return NULL
+            if key == connection_id + 1:
+                return self._conn_values[i]
+            i = (i + 1) & self._conn_mask
+
     cpdef Vp vp(self, uint32_t index):
         """The VP with ``index`` (``HV_VP_INDEX_SELF`` = the calling VP), or None."""
-        if index == HV_VP_INDEX_SELF:
+        if index == _VP_SELF:
             index = self.current_vp
         if index < <uint32_t> len(self.vps):
             return self.vps[index]
@@ -363,21 +452,28 @@ cdef class Partition(Caller):
     cdef Vp target_vp(self, uint32_t index):
         """The VP a port targets; ``HV_ANY_VP`` picks the first with its SynIC enabled."""
         cdef Vp vp
-        if index == HV_ANY_VP:
+        if index == _ANY_VP:
             for vp in self.vps:
                 if vp is not None and vp.scontrol & 1:
                     return vp
             return None
-        if index < <uint32_t> len(self.vps):
-            return self.vps[index]
+        if index < <uint32_t> PyList_GET_SIZE(self.vps):
+            return <Vp> PyList_GET_ITEM(self.vps, index)
         return None
+
+
+cdef inline uint32_t _hash_id(uint32_t x) noexcept nogil:
+    x ^= x >> 16
+    x *= 0x45D9F3BU
+    x ^= x >> 16
+    return x
 
 
 cdef inline Connection _connection(Partition caller, uint32_t connection_id):
     cdef PyObject* found
-    if connection_id & 0xFF000000:
+    if connection_id & _ID_RESERVED:
         return None
-    found = PyDict_GetItem(caller.connections, connection_id)
+    found = caller.find_connection(connection_id)
     if found == NULL:
         return None
     return <Connection> found
@@ -393,14 +489,14 @@ cdef uint16_t post_message(Partition caller, const uint8_t* input):
     cdef Port port
     cdef Partition target
     cdef Vp vp
-    if reserved or message_type == 0 or message_type & 0x80000000 or size > HV_MESSAGE_PAYLOAD_SIZE:
+    if reserved or message_type == 0 or message_type & _TYPE_HYPERVISOR or size > HV_MESSAGE_PAYLOAD_SIZE:
         return ST_INVALID_PARAMETER
     conn = _connection(caller, connection_id)
     if conn is None:
         return ST_INVALID_CONNECTION_ID
     port = conn.port
     target = port.partition
-    if port.deleted or port.port_type != PORT_MESSAGE or target.state != _ACTIVE:
+    if port.deleted or port.port_type != _PORT_MESSAGE or target.state != _ACTIVE:
         return ST_INVALID_PORT_ID
     vp = target.target_vp(port.target_vp)
     if vp is None:
@@ -408,7 +504,7 @@ cdef uint16_t post_message(Partition caller, const uint8_t* input):
     return vp.post(port.target_sint, port, message_type, input + 16, size)
 
 
-cdef uint16_t signal_event(Partition caller, const uint8_t* input):
+cdef uint16_t signal_event(Partition caller, const uint8_t* input) noexcept:
     """HvCallSignalEvent on an 8-byte input (§1.7)."""
     cdef uint32_t connection_id = (<const uint32_t*> input)[0]
     cdef uint16_t flag = (<const uint16_t*> input)[2]
@@ -424,7 +520,7 @@ cdef uint16_t signal_event(Partition caller, const uint8_t* input):
         return ST_INVALID_CONNECTION_ID
     port = conn.port
     target = port.partition
-    if port.deleted or port.port_type != PORT_EVENT or target.state != _ACTIVE:
+    if port.deleted or port.port_type != _PORT_EVENT or target.state != _ACTIVE:
         return ST_INVALID_PORT_ID
     if flag >= port.flag_count:
         return ST_INVALID_PARAMETER
@@ -435,7 +531,7 @@ cdef uint16_t signal_event(Partition caller, const uint8_t* input):
     return vp.signal(port.target_sint, port.base_flag + flag)
 
 
-cdef uint16_t _h_post_message(object ctx, Caller caller, HvCall* call) noexcept:
+cdef uint16_t _h_post_message(void* ctx, Caller caller, HvCall* call) noexcept:
     if not isinstance(caller, Partition):
         return ST_ACCESS_DENIED
     try:
@@ -444,16 +540,13 @@ cdef uint16_t _h_post_message(object ctx, Caller caller, HvCall* call) noexcept:
         return 0x71   # HV_STATUS_OPERATION_FAILED (out of memory while queueing)
 
 
-cdef uint16_t _h_signal_event(object ctx, Caller caller, HvCall* call) noexcept:
+cdef uint16_t _h_signal_event(void* ctx, Caller caller, HvCall* call) noexcept:
     if not isinstance(caller, Partition):
         return ST_ACCESS_DENIED
-    try:
-        return signal_event(<Partition> caller, call.input)
-    except BaseException:
-        return 0x71
+    return signal_event(<Partition> caller, call.input)
 
 
-cdef uint16_t _h_get_partition_id(object ctx, Caller caller, HvCall* call) noexcept:
+cdef uint16_t _h_get_partition_id(void* ctx, Caller caller, HvCall* call) noexcept:
     (<uint64_t*> call.output)[0] = caller.partition_id
     return ST_SUCCESS
 

@@ -88,7 +88,7 @@ def connect_port(hv: Hypervisor, frame: HypercallFrame) -> int:
         return HvStatus.ACCESS_DENIED
     if info_type != port.port_type:
         return HvStatus.INVALID_PARAMETER
-    sender.connections[conn_id] = Connection(sender, conn_id, port)
+    sender.add_connection(Connection(sender, conn_id, port))
     return HvStatus.SUCCESS
 
 
@@ -97,7 +97,7 @@ def disconnect_port(hv: Hypervisor, frame: HypercallFrame) -> int:
     """HvCallDisconnectPort: forget a connection; queued messages stay queued (§2.4.8)."""
     conn_pid, conn_id = _DELETE_PORT.unpack_from(frame.input, 0)
     sender = resolve(hv, frame.caller, conn_pid)
-    if sender.connections.pop(conn_id, None) is None:
+    if sender.remove_connection(conn_id) is None:
         return HvStatus.INVALID_CONNECTION_ID
     return HvStatus.SUCCESS
 

@@ -166,7 +166,7 @@ class Hypervisor:
         for port in list(partition.ports.values()):
             self._delete_port(port)
         partition.ports.clear()
-        partition.connections.clear()
+        partition.clear_connections()
         partition.state = STATE_FINALIZED
         self._partition_state_changed(partition)
 
