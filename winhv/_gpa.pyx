@@ -130,6 +130,9 @@ cdef class GpaSpace:
         for i in range(count):
             if source.pages[source_page + i] == NULL:
                 raise GpaError(f"{source.name}: page {source_page + i:#x} is not mapped")
+        if target_page + count < target_page:   # wraps: would index past the table
+            raise GpaError(f"{self.name}: pages {target_page:#x}+{count} are beyond the "
+                           f"address space ({self.max_pages:#x} pages)")
         self._grow(target_page + count)
         for i in range(count):
             if self.pages[target_page + i] != NULL:
