@@ -45,8 +45,10 @@ class Kernel:
     """
 
     def __init__(self, open_handle: HandleFactory, allocator: PageAllocator, *,
-                 name: str = "", vp_index: int = 0) -> None:
+                 name: str = "", vp_index: int = 0, clock: Any = None) -> None:
         self.name = name
+        #: The VM's timer hardware: ``call_later(delay_ns, callback)`` and ``now``.
+        self.clock = clock
         self.allocator = allocator
         self.vp_index = vp_index
         pages = allocator.alloc(2)
@@ -82,6 +84,12 @@ class Kernel:
     def view(self, gpa: int, size: int) -> memoryview:
         """Zero-copy view of this partition's own memory."""
         return self.memory.view(gpa, size)
+
+    def call_later(self, delay_ns: int, callback: Callable[[], Any]) -> Any:
+        """Run ``callback`` after ``delay_ns`` of virtual time (the VM's timer)."""
+        if self.clock is None:
+            raise KernelError(f"{self!r} has no timer")
+        return self.clock.call_later(delay_ns, lambda: self._run("timer", callback))
 
     # -- SynIC ---------------------------------------------------------------------------------
 
