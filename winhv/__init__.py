@@ -15,8 +15,6 @@ The hypervisor itself (partitions, SynIC, VMBus) lives in :mod:`winhv.drivers`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from winhv._bridge import Bridge, Caller, HypercallFrame
 from winhv._calls import HYPERCALLS, CallClass, HvCallCode, HypercallInfo, hypercall_info
 from winhv._control import HypercallControl, HypercallResult
@@ -65,4 +63,6 @@ __version__ = "0.1.0"
 
 def get_include() -> str:
     """Directory holding ``winhv.h``, for compiling C drivers against the interface table."""
+    from pathlib import Path
+
     return str(Path(__file__).with_name("include"))

@@ -19,7 +19,9 @@ def make_bridge(kind: str | None = None) -> Any:
     when it is unset. An unknown kind is an error; there is no silent fallback from one kind
     to the other (a missing compiled extension raises ImportError).
     """
+    source = "argument"
     if kind is None:
+        source = BRIDGE_ENV
         kind = os.environ.get(BRIDGE_ENV, "").strip() or "compiled"
     if kind == "compiled":
         from winhv._bridge import Bridge
@@ -30,4 +32,4 @@ def make_bridge(kind: str | None = None) -> Any:
 
         return ReferenceBridge()
     raise ValueError(f"unknown bridge kind {kind!r}: expected one of {', '.join(BRIDGE_KINDS)}"
-                     f" (from {'argument' if kind else BRIDGE_ENV})")
+                     f" (from {source})")

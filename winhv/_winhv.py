@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from winhv._calls import HvCallCode
 from winhv._control import CONTROL_REP_COUNT_SHIFT, CONTROL_REP_START_SHIFT
+from winhv._gpa import GpaError
 from winhv._handle import HandleCore
 from winhv._registers import HvRegisterName
 from winhv._status import HvStatus
@@ -49,6 +50,15 @@ class WinHv(HandleCore):
 
     def _simple(self, code: int, data: bytes = b"", out_size: int = 0,
                 ) -> tuple[HvStatus | int, bytes]:
+        try:
+            return self._simple_call(code, data, out_size)
+        except GpaError:
+            # The handle's own parameter pages are gone (the partition gave them away): the
+            # hypervisor cannot read the input either, so the call fails as a GPA fault does.
+            return HvStatus.INVALID_ALIGNMENT, b""
+
+    def _simple_call(self, code: int, data: bytes, out_size: int,
+                     ) -> tuple[HvStatus | int, bytes]:
         if data:
             self._input()[: len(data)] = data
         result = self.hypercall(code, self.input_gpa if data else 0,
@@ -71,7 +81,11 @@ class WinHv(HandleCore):
         data = header + b"".join(elements)
         if len(data) > _PAGE or count * element_out > _PAGE:
             raise ValueError("rep input or output does not fit one page")
-        page = self._input()
+        try:
+            page = self._input()
+            output = self._output() if element_out else None
+        except GpaError:
+            return HvStatus.INVALID_ALIGNMENT, 0, b""
         page[: len(data)] = data
         done = 0
         while True:
@@ -86,7 +100,7 @@ class WinHv(HandleCore):
                 status = HvStatus.INVALID_HYPERCALL_INPUT
                 break
             done = completed
-        out = bytes(self._output()[: completed * element_out]) if element_out else b""
+        out = bytes(output[: completed * element_out]) if output is not None else b""
         return status, completed, out
 
     # -- partitions ----------------------------------------------------------------------------

@@ -33,8 +33,6 @@ def test_all_is_sorted_and_unique() -> None:
     assert len(set(exported)) == len(exported)
 
 
-@pytest.mark.xfail(strict=True, reason="winhv/__init__.py imports pathlib.Path as a public "
-                   "name; the lead should import it as _Path (or inside get_include)")
 def test_all_names_exactly_the_public_members() -> None:
     package = winhv_package()
     assert set(package.__all__) == _public_names(package)

@@ -45,8 +45,6 @@ def test_make_bridge_refuses_an_unknown_kind_instead_of_falling_back() -> None:
         make_bridge("fast")
 
 
-@pytest.mark.xfail(strict=True, reason="winhv/_select.py says '(from argument)' for a kind "
-                   "read from WINHV_BRIDGE (it tests the reassigned variable); lead's file")
 def test_unknown_kind_from_the_environment_names_the_variable(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BRIDGE_ENV, "python")
