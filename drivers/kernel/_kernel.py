@@ -15,11 +15,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from winhv._message import HV_SINT_COUNT, MESSAGE_FLAG_PENDING
+from winhv._message import HV_SINT_COUNT
 from winhv._registers import SINT_AUTO_EOI, HvRegisterName
 from winhv._status import HvStatus
-from winhv.drivers.kernel._flags import take_flags
 from winhv.drivers.kernel._pages import PageAllocator
+from winhv.drivers.kernel._synic import SynicDispatcher
 
 __all__ = ["VMBUS_VECTOR", "Kernel", "KernelError"]
 
@@ -55,15 +55,11 @@ class Kernel:
         self.hv = open_handle(pages << 12, (pages + 1) << 12, vp_index)
         self.memory = self.hv.memory
         self.partition_id = self.hv.partition_id
-        self._message_handlers: dict[int, MessageHandler] = {}
-        self._event_handlers: dict[int, dict[int, EventHandler]] = {}
-        self._sim: memoryview | None = None
-        self._sief: memoryview | None = None
-        self._sint_of_vector: dict[int, list[int]] = {}
+        self._synic: SynicDispatcher | None = None
+        self._pending_messages: dict[int, MessageHandler | None] = {}
+        self._pending_events: list[tuple[int, int, EventHandler | None]] = []
         #: Called as ``on_fault(where, exc)`` when a handler raises; default: log it.
         self.on_fault: Callable[[str, BaseException], Any] | None = None
-        self.messages_received = 0
-        self.events_received = 0
 
     def __repr__(self) -> str:
         return f"<Kernel {self.name or self.partition_id} vp={self.vp_index}>"
@@ -106,72 +102,63 @@ class Kernel:
             if not 0 <= sint < HV_SINT_COUNT or not 16 <= vector <= 255:
                 raise ValueError(f"bad SINT {sint} or vector {vector:#x}")
             values.append((HvRegisterName.SINT0 + sint, vector | SINT_AUTO_EOI))
-            self._sint_of_vector.setdefault(vector, []).append(sint)
         values.append((HvRegisterName.SCONTROL, 1))
         status = self.hv.WinHvSetVpRegisters(values)
         if status != HvStatus.SUCCESS:
             raise KernelError(f"{self!r}: enabling the SynIC failed: {status}")
-        self._sim = self.view(simp, _PAGE)
-        self._sief = self.view(siefp, _PAGE)
+        self._synic = SynicDispatcher(self.view(simp, _PAGE), self.view(siefp, _PAGE),
+                                      self.hv.WinHvSignalEom, self._fault)
+        for sint, vector in sints.items():
+            self._synic.route(sint, vector)
+        for sint, handler in self._pending_messages.items():
+            self._synic.on_message(sint, handler)
+        for sint, flag, handler in self._pending_events:
+            self._synic.on_event(sint, flag, handler)
+        self._pending_messages.clear()
+        self._pending_events.clear()
 
     def on_message(self, sint: int, handler: MessageHandler | None) -> None:
         """Call ``handler(message)`` (the 256-byte HV_MESSAGE, copied) for SINTn messages."""
-        if handler is None:
-            self._message_handlers.pop(sint, None)
+        if not 0 <= sint < HV_SINT_COUNT:
+            raise ValueError(f"SINT {sint} is outside 0..15")
+        if self._synic is None:
+            self._pending_messages[sint] = handler
         else:
-            self._message_handlers[sint] = handler
+            self._synic.on_message(sint, handler)
 
     def on_event(self, sint: int, flag: int, handler: EventHandler | None) -> None:
         """Call ``handler()`` when event flag ``flag`` of SINTn is found set."""
-        if not 0 <= flag < 2048:
-            raise ValueError(f"flag {flag} is outside 0..2047")
-        table = self._event_handlers.setdefault(sint, {})
-        if handler is None:
-            table.pop(flag, None)
+        if not 0 <= flag < 2048 or not 0 <= sint < HV_SINT_COUNT:
+            raise ValueError(f"SINT {sint} / flag {flag} is outside 0..15 / 0..2047")
+        if self._synic is None:
+            self._pending_events.append((sint, flag, handler))
         else:
-            table[flag] = handler
+            self._synic.on_event(sint, flag, handler)
 
     def interrupt(self, vector: int) -> None:
-        """The ISR: handle every SINT programmed with ``vector``."""
-        for sint in self._sint_of_vector.get(vector, ()):
-            self._events(sint)
-            self._messages(sint)
+        """The ISR: take the event flags, then the messages, of every SINT on ``vector``."""
+        if self._synic is not None:
+            self._synic.interrupt(vector)
 
     def poll(self) -> None:
         """Handle whatever is pending on every SINT, as if each had interrupted."""
-        for sints in self._sint_of_vector.values():
-            for sint in sints:
-                self._events(sint)
-                self._messages(sint)
+        if self._synic is not None:
+            for vector in self._synic.vectors():
+                self._synic.interrupt(vector)
 
-    def _events(self, sint: int) -> None:
-        table = self._event_handlers.get(sint)
-        if not table or self._sief is None:
-            return
-        for flag in take_flags(self._sief[sint * 256:(sint + 1) * 256]):
-            handler = table.get(flag)
-            if handler is None:
-                continue
-            self.events_received += 1
-            self._run(f"event {sint}/{flag}", handler)
+    @property
+    def messages_received(self) -> int:
+        return self._synic.messages_received if self._synic is not None else 0
 
-    def _messages(self, sint: int) -> None:
-        sim = self._sim
-        if sim is None:
-            return
-        slot = sim[sint * 256:(sint + 1) * 256]
-        words = slot.cast("I")
-        while words[0] != 0:
-            message = bytes(slot)
-            pending = slot[5] & MESSAGE_FLAG_PENDING
-            words[0] = 0          # free the slot (the message type is the "full" marker)
-            slot[5] = 0
-            if pending:
-                self.hv.WinHvSignalEom()
-            self.messages_received += 1
-            handler = self._message_handlers.get(sint)
-            if handler is not None:
-                self._run(f"message on SINT {sint}", handler, message)
+    @property
+    def events_received(self) -> int:
+        return self._synic.events_received if self._synic is not None else 0
+
+    def _fault(self, where: str, exc: BaseException) -> None:
+        if self.on_fault is not None:
+            self.on_fault(where, exc)
+        else:
+            _log.error("%r: %s handler raised", self, where, exc_info=exc)
 
     def _run(self, where: str, handler: Callable[..., Any], *args: Any) -> None:
         try:
