@@ -20,10 +20,10 @@ BufferLike: TypeAlias = bytes | bytearray | memoryview
 
 def _byte_view(buffer: BufferLike) -> memoryview:
     view = memoryview(buffer)
-    if view.format == "B" and view.ndim == 1:
-        return view
     if not view.c_contiguous:
         raise ValueError(f"buffer: found a non-contiguous {view.format!r} view, expected bytes")
+    if view.format == "B" and view.ndim == 1:
+        return view
     return view.cast("B")
 
 

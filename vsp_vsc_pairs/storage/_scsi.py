@@ -541,6 +541,6 @@ class ScsiDisk:
 def _media_error(error: OSError, write: bool) -> SenseData:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return SPACE_ALLOCATION_FAILED_WRITE_PROTECT
-    if error.errno == errno.EROFS:
+    if isinstance(error, PermissionError) or error.errno == errno.EROFS:
         return WRITE_PROTECTED
     return WRITE_ERROR if write else UNRECOVERED_READ_ERROR
