@@ -11,6 +11,7 @@ from benchmarks._harness import print_rows
 BENCHMARKS = {
     "bridge": "benchmarks.bench_bridge",
     "ring": "benchmarks.bench_ring",
+    "vmbus": "benchmarks.bench_vmbus",
 }
 
 

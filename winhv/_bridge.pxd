@@ -58,6 +58,7 @@ cdef class Bridge:
     cdef HvHandler* c_handlers
     cdef list c_contexts          # owns the context objects; c_context_ptrs borrows them
     cdef void** c_context_ptrs
+    cdef uint8_t* c_defers            # 1: the C handler may return HV_DEFER_TO_PYTHON
     cdef list py_handlers
     cdef uint64_t* call_counts
     cdef uint64_t* status_counts
@@ -72,4 +73,5 @@ cdef class Bridge:
     cdef uint16_t _dispatch(self, Caller caller, uint64_t control, uint64_t rdx, uint64_t r8,
                             uint16_t* reps_done) noexcept
     cdef uint16_t _call_python(self, int slot, Caller caller, HvCall* call) noexcept
-    cdef int set_c_handler(self, uint16_t code, HvHandler handler, object context) except -1
+    cdef int set_c_handler(self, uint16_t code, HvHandler handler, object context,
+                           bint defers=*) except -1

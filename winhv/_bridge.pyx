@@ -21,7 +21,7 @@ from libc.string cimport memcpy
 
 from winhv._cdefs cimport (
     CTL_FAST, CTL_NESTED, CTL_REP_COUNT_SHIFT, CTL_REP_MASK, CTL_REP_START_SHIFT,
-    CTL_VARHEAD_MASK, CTL_VARHEAD_SHIFT, ST_ACCESS_DENIED, ST_INVALID_ALIGNMENT,
+    CTL_VARHEAD_MASK, CTL_VARHEAD_SHIFT, HV_DEFER_TO_PYTHON, ST_ACCESS_DENIED, ST_INVALID_ALIGNMENT,
     ST_INVALID_HYPERCALL_CODE, ST_INVALID_HYPERCALL_INPUT, ST_OPERATION_FAILED, ST_SUCCESS,
     WINHV_CTL_RESERVED_MASK,
 )
@@ -104,11 +104,13 @@ cdef class Bridge:
         self.meta = <CallMeta*> PyMem_Calloc(self.n_slots, sizeof(CallMeta))
         self.c_handlers = <HvHandler*> PyMem_Calloc(self.n_slots, sizeof(HvHandler))
         self.c_context_ptrs = <void**> PyMem_Calloc(self.n_slots, sizeof(void*))
+        self.c_defers = <uint8_t*> PyMem_Calloc(self.n_slots, sizeof(uint8_t))
         self.call_counts = <uint64_t*> PyMem_Calloc(self.n_slots, sizeof(uint64_t))
         self.status_counts = <uint64_t*> PyMem_Calloc(N_STATUS, sizeof(uint64_t))
         self.fault_counts = <uint32_t*> PyMem_Calloc(self.n_slots, sizeof(uint32_t))
         self.fault_status = <uint16_t*> PyMem_Calloc(self.n_slots, sizeof(uint16_t))
         if (self.meta == NULL or self.c_handlers == NULL or self.c_context_ptrs == NULL
+                or self.c_defers == NULL
                 or self.call_counts == NULL
                 or self.status_counts == NULL or self.fault_counts == NULL
                 or self.fault_status == NULL):
@@ -143,6 +145,7 @@ cdef class Bridge:
         PyMem_Free(self.slot_of_code)
         PyMem_Free(self.c_handlers)
         PyMem_Free(self.c_context_ptrs)
+        PyMem_Free(self.c_defers)
         PyMem_Free(self.call_counts)
         PyMem_Free(self.status_counts)
         PyMem_Free(self.fault_counts)
@@ -152,26 +155,35 @@ cdef class Bridge:
 
     # -- registration -------------------------------------------------------------------------
 
-    cdef int set_c_handler(self, uint16_t code, HvHandler handler, object context) except -1:
+    cdef int set_c_handler(self, uint16_t code, HvHandler handler, object context,
+                           bint defers=False) except -1:
         cdef uint16_t slot = self.slot_of_code[code]
         if slot == 0:
             raise ValueError(f"call code {code:#06x} is not in the ABI table")
+        self.c_defers[slot] = defers
+        if not defers:
+            self.py_handlers[slot] = None
         self.c_handlers[slot] = handler
         self.c_contexts[slot] = context
         self.c_context_ptrs[slot] = <void*> context
-        self.py_handlers[slot] = None
         return 0
 
     def register(self, code, handler):
-        """Handle ``code`` with ``handler(frame) -> int`` (an HV_STATUS), replacing any other."""
+        """Handle ``code`` with ``handler(frame) -> int`` (an HV_STATUS).
+
+        This replaces a compiled handler of the same code, except a compiled *fast path*
+        (registered with ``defers=True``), which keeps running first and hands the calls it
+        does not take to this handler.
+        """
         cdef uint16_t slot = self.slot_of_code[<uint16_t> code] if 0 <= code < N_CODES else 0
         if slot == 0:
             raise ValueError(f"call code {code:#06x} is not in the ABI table")
         if not callable(handler):
             raise TypeError(f"handler for {code:#06x} is not callable: {handler!r}")
-        self.c_handlers[slot] = NULL
-        self.c_contexts[slot] = None
-        self.c_context_ptrs[slot] = NULL
+        if not self.c_defers[slot]:
+            self.c_handlers[slot] = NULL
+            self.c_contexts[slot] = None
+            self.c_context_ptrs[slot] = NULL
         self.py_handlers[slot] = handler
 
     def unregister(self, code):
@@ -181,6 +193,7 @@ cdef class Bridge:
             self.c_handlers[slot] = NULL
             self.c_contexts[slot] = None
             self.c_context_ptrs[slot] = NULL
+            self.c_defers[slot] = False
             self.py_handlers[slot] = None
 
     def handled(self, code) -> bool:
@@ -194,7 +207,7 @@ cdef class Bridge:
                 if self.c_handlers[s] != NULL or self.py_handlers[s] is not None]
 
     def compiled_codes(self):
-        """The call codes handled entirely in compiled code, sorted."""
+        """The call codes handled in compiled code (some with a Python fallback), sorted."""
         return [self.meta[s].code for s in range(1, self.n_slots) if self.c_handlers[s] != NULL]
 
     # -- fault injection and counters ----------------------------------------------------------
@@ -347,6 +360,11 @@ cdef class Bridge:
             return status
         if self.c_handlers[slot] != NULL:
             status = self.c_handlers[slot](self.c_context_ptrs[slot], caller, &call)
+            if status == HV_DEFER_TO_PYTHON:
+                # A compiled fast path that declined this call: the Python handler does it.
+                call.reps_done = call.rep_start
+                status = (self._call_python(slot, caller, &call)
+                          if self.py_handlers[slot] is not None else ST_INVALID_HYPERCALL_CODE)
         else:
             status = self._call_python(slot, caller, &call)
         if m.rep:

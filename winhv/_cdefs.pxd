@@ -28,6 +28,8 @@ cdef enum:
     ST_INVALID_VP_INDEX = 0x000E
     ST_INVALID_SYNIC_STATE = 0x0018
     ST_OPERATION_FAILED = 0x0071
+    # Not a TLFS status: what a compiled handler returns to hand the call to the Python one.
+    HV_DEFER_TO_PYTHON = 0xFFFF
 
 # Hypercall control word (fact sheet §1.2).
 cdef enum:
@@ -51,6 +53,8 @@ cdef enum:
     CALL_POST_MESSAGE = 0x005C
     CALL_SIGNAL_EVENT = 0x005D
     CALL_GET_PARTITION_ID = 0x0046
+    CALL_SET_VP_REGISTERS = 0x0051
+    REGISTER_EOM = 0x000A0014
 
 # SynIC register bits (fact sheet §2.2).
 cdef enum:

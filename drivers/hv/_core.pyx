@@ -23,7 +23,8 @@ from types import MappingProxyType
 
 from winhv._bridge cimport Bridge, Caller, HvCall
 from winhv._cdefs cimport (
-    CALL_GET_PARTITION_ID, CALL_POST_MESSAGE, CALL_SIGNAL_EVENT, HV_MESSAGE_PAYLOAD_SIZE,
+    CALL_GET_PARTITION_ID, CALL_POST_MESSAGE, CALL_SET_VP_REGISTERS, CALL_SIGNAL_EVENT,
+    HV_DEFER_TO_PYTHON, REGISTER_EOM, HV_MESSAGE_PAYLOAD_SIZE,
     MESSAGE_FLAG_PENDING, SINT_MASKED, SINT_VECTOR_MASK, ST_INVALID_CONNECTION_ID,
     ST_INSUFFICIENT_BUFFERS, ST_INVALID_PARAMETER, ST_INVALID_PORT_ID, ST_INVALID_SYNIC_STATE,
     ST_INVALID_VP_INDEX, ST_SUCCESS, ST_ACCESS_DENIED,
@@ -62,6 +63,7 @@ cdef uint32_t _ANY_VP = 0xFFFFFFFFU
 cdef uint32_t _VP_SELF = 0xFFFFFFFEU
 cdef uint32_t _ID_RESERVED = 0xFF000000U
 cdef uint32_t _TYPE_HYPERVISOR = 0x80000000U
+cdef uint64_t _ACCESS_SYNIC_REGS = 1 << 2     # Privilege.ACCESS_SYNIC_REGS (§1.6)
 HV_ANY_VP = _ANY_VP
 HV_VP_INDEX_SELF = _VP_SELF
 
@@ -191,6 +193,9 @@ cdef class Vp:
 
     def eom(self):
         """End of message: rescan every SINT queue and deliver into free slots (§2.4 step 5)."""
+        self._eom()
+
+    cdef void _eom(self) except *:
         cdef int n
         for n in range(16):
             if PyList_GET_SIZE(self._queues[n]):
@@ -551,8 +556,40 @@ cdef uint16_t _h_get_partition_id(void* ctx, Caller caller, HvCall* call) noexce
     return ST_SUCCESS
 
 
+cdef uint16_t _h_set_vp_registers(void* ctx, Caller caller, HvCall* call) noexcept:
+    """Fast path of HvCallSetVpRegisters for the hot case, EOM writes to the caller's own VP
+    (every message consumed with MessagePending set); anything else defers to Python."""
+    cdef const uint8_t* element
+    cdef uint64_t partition_id
+    cdef uint32_t vp_index
+    cdef int rep
+    cdef Vp vp
+    if call.fast or not isinstance(caller, Partition) or call.input_size < 16:
+        return HV_DEFER_TO_PYTHON
+    partition_id = (<const uint64_t*> call.input)[0]
+    vp_index = (<const uint32_t*> (call.input + 8))[0]
+    if (partition_id != 0xFFFFFFFFFFFFFFFFULL and partition_id != caller.partition_id) \
+            or call.input[12] != 0 or not (caller.privileges & _ACCESS_SYNIC_REGS):
+        return HV_DEFER_TO_PYTHON
+    for rep in range(call.rep_start, call.rep_limit):
+        element = call.input + 16 + 32 * rep
+        if (<const uint32_t*> element)[0] != REGISTER_EOM:
+            return HV_DEFER_TO_PYTHON
+    vp = (<Partition> caller).vp(vp_index)
+    if vp is None:
+        return HV_DEFER_TO_PYTHON
+    try:
+        for rep in range(call.rep_start, call.rep_limit):
+            vp._eom()
+            call.reps_done = rep + 1
+    except BaseException:
+        return 0x71
+    return ST_SUCCESS
+
+
 def install_compiled_handlers(Bridge bridge not None):
     """Register the C handlers (PostMessage, SignalEvent, GetPartitionId) with ``bridge``."""
     bridge.set_c_handler(CALL_POST_MESSAGE, _h_post_message, None)
     bridge.set_c_handler(CALL_SIGNAL_EVENT, _h_signal_event, None)
     bridge.set_c_handler(CALL_GET_PARTITION_ID, _h_get_partition_id, None)
+    bridge.set_c_handler(CALL_SET_VP_REGISTERS, _h_set_vp_registers, None, True)

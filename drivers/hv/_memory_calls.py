@@ -36,15 +36,34 @@ def map_gpa_pages(hv: Hypervisor, frame: HypercallFrame) -> int:
         return HvStatus.INVALID_PARTITION_STATE
     if flags & ~MAP_GPA_FLAGS_MASK:
         return HvStatus.INVALID_PARAMETER
-    for rep in range(frame.rep_start, frame.rep_limit):
-        source = U64.unpack_from(frame.input, 24 + 8 * rep)[0]
-        if source in hv.deposited_pages.get(caller.partition_id, ()):
+    deposited = hv.deposited_pages.get(caller.partition_id, ())
+    sources = [U64.unpack_from(frame.input, 24 + 8 * rep)[0]
+               for rep in range(frame.rep_start, frame.rep_limit)]
+    rep = frame.rep_start
+    while rep < frame.rep_limit:
+        # Map runs of consecutive source pages in one step (VID maps RAM in long runs); a
+        # run that fails is retried page by page so reps_done counts exactly.
+        first = sources[rep - frame.rep_start]
+        run = 1
+        while rep + run < frame.rep_limit and sources[rep + run - frame.rep_start] == first + run:
+            run += 1
+        if run > 1 and not any(first + i in deposited for i in range(run)):
+            try:
+                target.memory.map_from(caller.memory, first, target_base + rep, run)
+            except (GpaError, OverflowError):
+                run = 1
+            else:
+                rep += run
+                frame.reps_done = rep
+                continue
+        if first in deposited:
             return HvStatus.INVALID_PARAMETER
         try:
-            target.memory.map_from(caller.memory, source, target_base + rep, 1)
+            target.memory.map_from(caller.memory, first, target_base + rep, 1)
         except (GpaError, OverflowError):
             return HvStatus.INVALID_PARAMETER
-        frame.reps_done = rep + 1
+        rep += 1
+        frame.reps_done = rep
     return HvStatus.SUCCESS
 
 

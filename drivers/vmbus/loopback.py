@@ -45,13 +45,28 @@ class Loopback:
     client: VmbusClient
 
     def run(self) -> int:
-        """Deliver every pending interrupt and due timer; returns the steps taken."""
+        """Deliver every pending interrupt and due timer; returns the steps taken.
+
+        Virtual time does not move; see :meth:`settle` for work that waits on timers (message
+        retries after INSUFFICIENT_BUFFERS, IC periods).
+        """
         return self.hv.scheduler.run_until_idle()
+
+    def settle(self, max_ns: int = 10_000_000) -> int:
+        """Run, advancing virtual time through timers, until nothing is due within
+        ``max_ns`` of the last activity."""
+        scheduler = self.hv.scheduler
+        steps = scheduler.run_until_idle()
+        while True:
+            deadline = scheduler.next_deadline()
+            if deadline is None or deadline > scheduler.now + max_ns:
+                return steps
+            steps += scheduler.run_until(deadline)
 
     def offer(self, name: str, vsp: Vsp, interface_id: uuid.UUID) -> HostDevice:
         """Offer a device (hot-add when the guest is connected) and run until it settles."""
         device = self.server.add_device(name, vsp, interface_id)
-        self.run()
+        self.settle()
         return device
 
     def guest_device(self, relid: int) -> GuestDevice:
@@ -93,7 +108,7 @@ def boot_vm(drivers: Sequence[type[Vsc]] = (), *, name: str = "vm", memory_mb: i
     loop = Loopback(hv, root, host, vid, part, guest, server, client)
     if connect:
         client.connect()
-        loop.run()
+        loop.settle()
     return loop
 
 

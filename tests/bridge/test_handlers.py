@@ -13,7 +13,7 @@ from support.hv import Machine, control, result_reps, result_status
 from winhv._bridge import Caller
 from winhv._gpa import GpaSpace
 from winhv._select import BRIDGE_ENV, make_bridge
-from winhv.abi import HvCallCode, HvStatus, Privilege
+from winhv.abi import HvCallCode, HvRegisterName, HvStatus, Privilege
 
 C = HvCallCode
 IN, OUT = 0x1000, 0x2000
@@ -150,9 +150,19 @@ def test_unregistered_code_answers_invalid_hypercall_code(bridge: Any, caller: C
 def test_compiled_core_handles_the_hot_calls_in_c(machine: Machine) -> None:
     compiled = machine.hv.bridge.compiled_codes()
     if machine.kind == "compiled":
-        assert compiled == [C.GET_PARTITION_ID, C.POST_MESSAGE, C.SIGNAL_EVENT]
+        # SetVpRegisters is a compiled fast path for EOM that defers the rest to Python.
+        assert compiled == [C.GET_PARTITION_ID, C.SET_VP_REGISTERS, C.POST_MESSAGE,
+                            C.SIGNAL_EVENT]
     else:
         assert compiled == []
+
+
+def test_eom_fast_path_defers_other_registers_to_python(machine: Machine) -> None:
+    guest = machine.guests[0].handle
+    assert guest.WinHvSignalEom() == HvStatus.SUCCESS
+    assert guest.WinHvSetVpRegister(HvRegisterName.SCONTROL, 1) == HvStatus.SUCCESS
+    status, value = guest.WinHvGetVpRegister(HvRegisterName.SCONTROL)
+    assert (status, value) == (HvStatus.SUCCESS, 1)
 
 
 def test_injected_fault_fails_the_next_calls_then_clears(machine: Machine) -> None:
