@@ -6,7 +6,6 @@ import __future__
 
 import types
 
-import pytest
 from support.hv import winhv_package
 
 
