@@ -25,10 +25,6 @@ the wall clock, sleeps or touches a ring.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Final
-
 from ._framework import (
     DEFAULT_RESPONSE_TIMEOUT_NS,
     IcEvent,
@@ -81,19 +77,11 @@ from ._pipe import (
     pipe_frame,
     pipe_unframe,
 )
+from ._protocols import IC_PROTOCOLS
 from .heartbeat import HeartbeatGuest, HeartbeatHost
 from .kvp import KvpGuest, KvpHost
 from .shutdown import ShutdownGuest, ShutdownHost
 from .timesync import TimesyncGuest, TimesyncHost
-
-#: IC name -> (host class, guest class), for every row of :data:`IC_TABLE`.
-IC_PROTOCOLS: Final[Mapping[str, tuple[type[IcHostProtocol], type[IcGuestProtocol]]]] = (
-    MappingProxyType({
-        "heartbeat": (HeartbeatHost, HeartbeatGuest),
-        "kvp": (KvpHost, KvpGuest),
-        "shutdown": (ShutdownHost, ShutdownGuest),
-        "timesync": (TimesyncHost, TimesyncGuest),
-    }))
 
 __all__ = [
     "DEFAULT_RESPONSE_TIMEOUT_NS",

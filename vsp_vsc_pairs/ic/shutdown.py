@@ -188,7 +188,7 @@ class ShutdownGuest(IcGuestProtocol):
                                 f"shutdown body of {len(body)} bytes, expected at least "
                                 f"{SHUTDOWN_FIXED.size}")
         reason, timeout_s, flags = SHUTDOWN_FIXED.unpack_from(body)
-        kind = _FLAG_KINDS.get(flags & ~ShutdownFlags.FORCE)
+        kind = _FLAG_KINDS.get(flags & ~int(ShutdownFlags.FORCE))
         if kind is None:
             return self._refuse(header, IcStatus.E_FAIL,
                                 f"shutdown flags {flags:#x}, expected 0..5 (§5.5)")
