@@ -46,7 +46,7 @@ from winhv.drivers.vmbus._server_protocol import (
     ServerProtocol,
 )
 from winhv.drivers.vmbus._versions import VmbusVersion
-from winhv.drivers.vmbus.device import OfferSpec, Vsp
+from winhv.drivers.vmbus.device import DeviceContext, OfferSpec, Vsp
 
 __all__ = ["HostDevice", "VmbusHost", "VmbusServer"]
 
@@ -209,8 +209,15 @@ class VmbusServer:
     # -- devices -------------------------------------------------------------------------------
 
     def add_device(self, name: str, vsp: Vsp, interface_id: uuid.UUID,
-                   instance_id: uuid.UUID | None = None) -> HostDevice:
+                   instance_id: uuid.UUID | None = None,
+                   services: dict[str, Any] | None = None) -> HostDevice:
         """Offer a device; hot-added at once when the guest is already connected."""
+        clock = self.root.clock
+        vsp.context = DeviceContext(
+            vm_name=self.name, device_name=name,
+            now=(lambda: clock.now) if clock is not None else (lambda: 0),
+            call_later=self.root.call_later, guest_view=self.guest_view,
+            services=dict(services or {}))
         offer = vsp.offer()
         if not isinstance(offer, OfferSpec):
             raise TypeError(f"{name}: {type(vsp).__name__}.offer() returned {offer!r}, "

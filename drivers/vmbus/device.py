@@ -26,7 +26,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-__all__ = ["OfferSpec", "Vsc", "Vsp"]
+__all__ = ["DeviceContext", "OfferSpec", "Vsc", "Vsp"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceContext:
+    """What the framework gives a VSP about where it runs (set before ``offer()``).
+
+    Time is the machine's virtual clock (nanoseconds); timers run on the deterministic
+    scheduler, so a VSP never reads the wall clock.
+    """
+
+    #: The VM this device instance belongs to, and the device's name in the driver set.
+    vm_name: str
+    device_name: str
+    #: ``now()`` -> virtual time in ns; ``call_later(delay_ns, callback)`` -> a cancellable timer.
+    now: Any
+    call_later: Any
+    #: ``guest_view(gpa, size)`` -> zero-copy view of the guest's RAM (for GPA-direct data).
+    guest_view: Any = None
+    #: Free-form services the host offers (e.g. the VM's management hooks), by name.
+    services: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +71,9 @@ class Vsp:
 
     #: Interface type GUID this VSP offers (the pair's ``interface_id``).
     interface_id: ClassVar[uuid.UUID]
+
+    #: Set by the framework before ``offer()``; ``None`` for a VSP not (yet) in a VM.
+    context: DeviceContext | None = None
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         self.config = dict(config)
