@@ -170,6 +170,7 @@ class VmbusServer:
         self._gpadls: dict[tuple[int, int], Gpadl] = {}
         self._to_guest: int | None = None   # root connection id to the guest's message port
         self._guest_message_port = 1
+        self._path: tuple[int, int] | None = None   # (SINT, VP) of the guest's message port
         self._outbox: deque[bytes] = deque()
         self._retries = 0
         self._ports: list[int] = []
@@ -190,6 +191,7 @@ class VmbusServer:
                         f"connect guest connection {connection_id}")
             host.route(port, self, connection_id)
             self._ports.append(port)
+        self._path_to_guest(VMBUS_SINT, 0)
         host.servers[partition_id] = self
 
     def __repr__(self) -> str:
@@ -275,22 +277,42 @@ class VmbusServer:
             self._outbox.popleft()
 
     def connected(self, info: ConnectionInfo) -> None:
+        self.connection = info
+        try:
+            self._path_to_guest(info.message_sint, info.target_vcpu)
+        except RuntimeError as exc:
+            # A target the hypervisor refuses (a bad msg_sint or VP from the guest): answer on
+            # the static VMBus SINT of VP 0 instead, so the guest still hears back.
+            self._error(f"INITIATE_CONTACT named an unreachable target: {exc}")
+            self._path_to_guest(VMBUS_SINT, 0)
+
+    def _path_to_guest(self, sint: int, vp: int) -> None:
+        """(Re)build the root's message path to the guest's SINT ``sint`` on VP ``vp``.
+
+        Built at once for the static VMBus SINT 2 of VP 0 (§2.7), so that a VERSION_RESPONSE
+        refusing a version reaches the guest before any version was agreed (§3.5(a) step 3.5);
+        rebuilt when INITIATE_CONTACT names another target.
+        """
+        if self._path == (sint, vp):
+            return
         hv = self.root.hv
         pid = self.partition_id
-        if self._to_guest is not None:   # a reconnect: rebuild the path to the new target
+        if self._to_guest is not None:
             hv.WinHvDisconnectPort(self.root.partition_id, self._to_guest)
             hv.WinHvDeletePort(pid, self._guest_message_port)
-        self.connection = info
+            self._to_guest = self._path = None
         self._check(hv.WinHvCreatePort(pid, self._guest_message_port, HvPortType.MESSAGE,
                                        connection_partition_id=self.root.partition_id,
-                                       target_sint=info.message_sint,
-                                       target_vp=info.target_vcpu),
+                                       target_sint=sint, target_vp=vp),
                     "create the guest's message port")
         connection = self.host.new_connection_id()
-        self._check(hv.WinHvConnectPort(self.root.partition_id, connection, pid,
-                                        self._guest_message_port, HvPortType.MESSAGE),
-                    "connect to the guest's message port")
+        status = hv.WinHvConnectPort(self.root.partition_id, connection, pid,
+                                     self._guest_message_port, HvPortType.MESSAGE)
+        if status != HvStatus.SUCCESS:
+            hv.WinHvDeletePort(pid, self._guest_message_port)
+            self._check(status, "connect to the guest's message port")
         self._to_guest = connection
+        self._path = (sint, vp)
 
     def _validate_pfns(self, pfns: Sequence[int]) -> str | None:
         bad = next((p for p in pfns if p >= self.guest_pages), None)
