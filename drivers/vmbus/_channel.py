@@ -34,6 +34,7 @@ from winhv.drivers.vmbus._ring import (
     RingFullError,
     RingReader,
     RingWriter,
+    encode_gpa_direct,
 )
 
 __all__ = ["Channel", "ChannelClosedError", "ChannelError"]
@@ -73,6 +74,9 @@ class Channel:
         self.outbound = outbound
         self.inbound = inbound
         self._writer = RingWriter(outbound)
+        #: Largest payload + extension: descriptor + body padded to 8 + trailer <= the ring's
+        #: maximum (§4.2), which is a multiple of 8, so no padding arithmetic is needed.
+        self._max_body = outbound.max_packet_size - 16 - 8
         self._reader = RingReader(inbound)
         self._signal = signal
         self._backlog: deque[tuple[Any, ...]] = deque()
@@ -109,7 +113,11 @@ class Channel:
         ``callback(packet)`` runs when the completion (same transaction id) arrives.
         """
         trans_id = self._new_trans_id(callback)
-        self._send(("inband", payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED))
+        try:
+            self._send(("inband", payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED))
+        except ChannelError:
+            self._pending.pop(trans_id, None)
+            raise
         return trans_id
 
     def send_gpa_direct(self, ranges: Sequence[tuple[int, int, Sequence[int]]], payload: Any,
@@ -119,8 +127,13 @@ class Channel:
         ``ranges`` are ``(byte_count, byte_offset, pfns)``; the other side reads or writes
         those guest pages in place.
         """
+        header = encode_gpa_direct(ranges)   # validates the ranges before anything is sent
         trans_id = self._new_trans_id(callback)
-        self._send(("gpa", payload, trans_id, list(ranges)))
+        try:
+            self._send(("gpa", payload, trans_id, header))
+        except ChannelError:
+            self._pending.pop(trans_id, None)
+            raise
         return trans_id
 
     def complete(self, trans_id: int, payload: Any = b"") -> None:
@@ -146,6 +159,13 @@ class Channel:
     def _send(self, item: tuple[Any, ...]) -> None:
         if self.closed:
             raise ChannelClosedError(f"{self.name} is closed: {self.close_reason}")
+        kind, payload, _trans_id, extra = item
+        body = len(payload) + (len(extra) if kind == "gpa" else 0)
+        if body > self._max_body:
+            # Checked before queueing: a backlogged packet must never fail for its own size.
+            size = RingWriter.packet_size(body)
+            raise ChannelError(f"{self.name}: a {size}-byte packet (trailer included) never "
+                               f"fits; the ring takes at most {self.outbound.max_packet_size}")
         if self._backlog:
             self._enqueue(item)
             return
@@ -153,13 +173,23 @@ class Channel:
             signal = self._write(item)
         except RingFullError as full:
             self._enqueue(item)
-            if self._writer.set_pending_send_size(full.needed):
+            try:
+                retry = self._writer.set_pending_send_size(full.needed)
+            except RingError as exc:
+                self._corrupt(exc)
+                raise ChannelClosedError(f"{self.name} is closed: {self.close_reason}") from exc
+            if retry:
                 self.flush()  # space appeared meanwhile: do not wait for a signal
             return
         except RingError as exc:
-            raise ChannelError(f"{self.name}: {exc}") from exc
+            self._corrupt(exc)
+            raise ChannelClosedError(f"{self.name} is closed: {self.close_reason}") from exc
         if signal:
             self._do_signal()
+
+    def _corrupt(self, exc: RingError) -> None:
+        """The other side broke the outbound ring's control page (its read_index): close."""
+        self.fail(f"outbound ring: {exc}")
 
     def _enqueue(self, item: tuple[Any, ...]) -> None:
         if len(self._backlog) >= BACKLOG_LIMIT:
@@ -177,7 +207,9 @@ class Channel:
             signal = writer.write_completion(trans_id, payload)
             ptype = PacketType.COMP
         else:
-            signal = writer.write_gpa_direct(extra, payload, trans_id=trans_id)
+            signal = writer.write(payload, packet_type=PacketType.DATA_USING_GPA_DIRECT,
+                                  trans_id=trans_id, flags=PACKET_FLAG_COMPLETION_REQUESTED,
+                                  header=extra)
             ptype = PacketType.DATA_USING_GPA_DIRECT
         self.packets_sent += 1
         self.bytes_sent += len(payload)
@@ -188,15 +220,19 @@ class Channel:
     def flush(self) -> None:
         """Write as much of the backlog as fits now (in order); signal once if needed."""
         signal = False
-        while self._backlog and not self.closed:
-            try:
-                signal |= self._write(self._backlog[0])
-            except RingFullError as full:
-                if self._writer.set_pending_send_size(full.needed):
-                    continue
-                break
-            self._backlog.popleft()
-        if not self._backlog:
+        try:
+            while self._backlog and not self.closed:
+                try:
+                    signal |= self._write(self._backlog[0])
+                except RingFullError as full:
+                    if self._writer.set_pending_send_size(full.needed):
+                        continue
+                    break
+                self._backlog.popleft()
+        except RingError as exc:   # never raised by our own packets: sizes were checked
+            self._corrupt(exc)
+            return
+        if not self._backlog and not self.closed:
             self._writer.clear_pending_send_size()
         if signal:
             self._do_signal()
@@ -239,12 +275,11 @@ class Channel:
         self.packets_received += 1
         for tap in self.taps:
             tap(self, "in", packet.type, packet.trans_id, packet.payload)
-        if packet.type == PacketType.COMP:
-            if packet.trans_id in self._pending:
-                callback = self._pending.pop(packet.trans_id)
-                if callback is not None:
-                    self._call(callback, packet)
-                return
+        if packet.type == PacketType.COMP and packet.trans_id in self._pending:
+            callback = self._pending.pop(packet.trans_id)
+            if callback is not None:
+                self._call(callback, packet)
+            return
         handler = self.on_packet
         if handler is not None:
             self._call(handler, self, packet)
