@@ -106,8 +106,11 @@ def set_partition_property(hv: Hypervisor, frame: HypercallFrame) -> int:
         if value & ~caller.privileges:
             return HvStatus.ACCESS_DENIED
         target.privileges = value
-    elif code == PartitionProperty.SUSPEND and value not in (0, 1):
-        return HvStatus.PROPERTY_VALUE_OUT_OF_RANGE
+    elif code == PartitionProperty.SUSPEND:
+        if value not in (0, 1):
+            return HvStatus.PROPERTY_VALUE_OUT_OF_RANGE
+        target.properties[code] = value
+        hv._suspend(target, bool(value))
     else:
         target.properties[code] = value
     return HvStatus.SUCCESS

@@ -159,7 +159,15 @@ class Hypervisor:
         self._partition_state_changed(child)
         return child
 
+    def _suspend(self, partition: Partition, suspend: bool) -> None:
+        if suspend:
+            self.scheduler.suspend(partition.partition_id)
+        else:
+            self.scheduler.resume(partition.partition_id)
+        self._partition_state_changed(partition)
+
     def _finalize(self, partition: Partition) -> None:
+        self.scheduler.resume(partition.partition_id)
         for vp in partition.vps:
             if vp is not None:
                 vp.reset()

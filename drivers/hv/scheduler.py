@@ -61,6 +61,22 @@ class Scheduler:
         #: Called as ``on_error(vp, vector, exc)`` when an ISR raises; the default logs it.
         self.on_error: Callable[[Any, int, BaseException], None] | None = None
         self.interrupts_delivered = 0
+        #: Partitions whose VPs do not run (HvPartitionPropertySuspend): their interrupts
+        #: stay pending until they resume.
+        self.suspended: set[int] = set()
+        self._held: list[Any] = []
+
+    def suspend(self, partition_id: int) -> None:
+        """Stop running ``partition_id``'s VPs; interrupts raised meanwhile stay pending."""
+        self.suspended.add(partition_id)
+
+    def resume(self, partition_id: int) -> None:
+        """Run ``partition_id``'s VPs again, delivering what was held, in order."""
+        self.suspended.discard(partition_id)
+        keep = []
+        for vp in self._held:
+            (self.ready if vp.partition.partition_id == partition_id else keep).append(vp)
+        self._held = keep
 
     # -- time --------------------------------------------------------------------------------
 
@@ -139,6 +155,9 @@ class Scheduler:
             batch = ready[:]
             del ready[:]
             for vp in batch:
+                if self.suspended and vp.partition.partition_id in self.suspended:
+                    self._held.append(vp)   # stays "queued": the core will not re-add it
+                    continue
                 for vector in vp.take_pending():
                     steps += 1
                     self.interrupts_delivered += 1

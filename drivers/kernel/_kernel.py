@@ -45,8 +45,14 @@ class Kernel:
     """
 
     def __init__(self, open_handle: HandleFactory, allocator: PageAllocator, *,
-                 name: str = "", vp_index: int = 0, clock: Any = None) -> None:
+                 name: str = "", vp_index: int = 0, clock: Any = None,
+                 power_off: Callable[[], Any] | None = None) -> None:
         self.name = name
+        #: The VM's power-off "hardware" (ACPI): what :meth:`power_off` pulls.
+        self._power_off_line = power_off
+        #: Run in reverse order by :meth:`shutdown` (drivers register their cleanup here).
+        self.at_shutdown: list[Callable[[], Any]] = []
+        self.shutting_down = False
         #: The VM's timer hardware: ``call_later(delay_ns, callback)`` and ``now``.
         self.clock = clock
         self.allocator = allocator
@@ -80,6 +86,32 @@ class Kernel:
     def view(self, gpa: int, size: int) -> memoryview:
         """Zero-copy view of this partition's own memory."""
         return self.memory.view(gpa, size)
+
+    # -- power -------------------------------------------------------------------------------
+
+    #: Virtual ns between accepting a shutdown request and starting the shutdown sequence.
+    SHUTDOWN_DELAY_NS = 1_000_000
+
+    def on_shutdown_request(self, kind: str, reason: int, message: str = "") -> bool:
+        """The shutdown IC's question: accept (True) or refuse. Accepting starts
+        :meth:`shutdown` shortly after the answer is sent. Override to refuse."""
+        if self.shutting_down:
+            return True
+        self.shutting_down = True
+        self.call_later(self.SHUTDOWN_DELAY_NS, self.shutdown)
+        return True
+
+    def shutdown(self) -> None:
+        """Run the shutdown sequence (drivers unload, VMBus disconnects) and power off."""
+        self.shutting_down = True
+        for step in reversed(self.at_shutdown):
+            self._run("shutdown", step)
+        self.power_off()
+
+    def power_off(self) -> None:
+        """Turn the VM off (the guest's last act). Without the line wired, nothing happens."""
+        if self._power_off_line is not None:
+            self._power_off_line()
 
     def call_later(self, delay_ns: int, callback: Callable[[], Any]) -> Any:
         """Run ``callback`` after ``delay_ns`` of virtual time (the VM's timer)."""

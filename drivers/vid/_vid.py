@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from winhv._privileges import DEFAULT_CHILD_PRIVILEGES
 from winhv._properties import PartitionProperty
 from winhv._status import HvStatus
 from winhv.drivers.kernel import Kernel
+from winhv.drivers.vid._services import VidService
 
 __all__ = ["MAP_BATCH", "Vid", "VidError", "VidPartition"]
 
@@ -41,8 +43,9 @@ class VidPartition:
 class Vid:
     """Creates and destroys partitions on behalf of VMMS, through the root kernel's WinHv."""
 
-    def __init__(self, root: Kernel) -> None:
+    def __init__(self, root: Kernel, services: Sequence[VidService] = ()) -> None:
         self.root = root
+        self.services: list[VidService] = list(services)
         self.partitions: dict[int, VidPartition] = {}
 
     def _check(self, status: object, what: str, partition_id: int | None = None) -> None:
@@ -58,6 +61,11 @@ class Vid:
         """
         if memory_mb <= 0 or processors <= 0:
             raise ValueError("memory_mb and processors must be positive")
+        for service in self.services:
+            reason = service.admit(self, name, memory_mb, processors)
+            if reason:
+                raise VidError(f"VID service {service.name or type(service).__name__} "
+                               f"refused the partition: {reason}")
         hv = self.root.hv
         status, pid = hv.WinHvCreatePartition()
         self._check(status, "HvCallCreatePartition")
@@ -81,12 +89,16 @@ class Vid:
             self._teardown(part)
             raise
         self.partitions[pid] = part
+        for service in self.services:
+            service.partition_created(self, part)
         return part
 
     def destroy_partition(self, partition_id: int) -> None:
         """Finalize and delete a partition, withdraw its pool and free its RAM."""
         part = self.partitions.pop(partition_id)
         self._teardown(part)
+        for service in self.services:
+            service.partition_destroyed(self, part)
 
     def _teardown(self, part: VidPartition) -> None:
         hv = self.root.hv

@@ -118,6 +118,7 @@ class VmbusClient:
         self.protocol = ClientProtocol(notifier=self, versions=versions,
                                        target_vcpu=kernel.vp_index)
         kernel.on_message(VMBUS_SINT, self._on_message)
+        kernel.at_shutdown.append(self.unload)
 
     def __repr__(self) -> str:
         return f"<VmbusClient {self.kernel.name} devices={len(self.devices)}>"

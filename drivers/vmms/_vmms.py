@@ -1,0 +1,269 @@
+"""VMMS: the management service. It owns every VM's state machine and is the management API
+(the role WMI plays for Hyper-V): create, start, stop, pause, resume, save, delete, list,
+inspect. Requests that the current state does not allow raise :class:`IllegalTransition`
+naming the state; a worker that fails takes down only its VM, which is marked FAILED with
+the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from winhv.drivers.vmms._spec import VmSpec
+from winhv.drivers.vmms._states import IllegalTransition, VmState, check_transition
+from winhv.drivers.vmwp import Worker, WorkerError
+
+__all__ = ["STOP_TIMEOUT_S", "Vm", "Vmms"]
+
+_log = logging.getLogger("winhv.vmms")
+
+#: Seconds (virtual) a graceful stop waits for the guest before the hard stop.
+STOP_TIMEOUT_S = 30
+S = VmState
+
+
+@dataclass(eq=False)
+class Vm:
+    """VMMS's record of one VM."""
+
+    spec: VmSpec
+    state: VmState = VmState.OFF
+    worker: Worker | None = None
+    #: Why the VM is FAILED (or the last stop was hard), if it is.
+    reason: str | None = None
+    #: ``(virtual time ns, old state, new state)`` of every transition.
+    history: list[tuple[int, VmState, VmState]] = field(default_factory=list)
+    stop_timer: Any = None
+    stop_mode: str | None = None   # "graceful" / "hard": how the last stop ended
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+class Vmms:
+    """The management service of one host. ``notify(event, **details)`` sees every state
+    change (``vm_state_changed``) and the workers' device/channel events."""
+
+    def __init__(self, host: Any, notify: Callable[..., Any] | None = None) -> None:
+        self._host = host
+        self._notify = notify
+        self._vms: dict[str, Vm] = {}
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _event(self, event: str, **details: Any) -> None:
+        if self._notify is not None:
+            try:
+                self._notify(event, **details)
+            except Exception:
+                _log.exception("VMMS observer failed on %s", event)
+
+    def _set(self, vm: Vm, state: VmState, request: str = "") -> None:
+        check_transition(vm.name, request or f"go to {state}", vm.state, state)
+        old, vm.state = vm.state, state
+        vm.history.append((self._host.scheduler.now, old, state))
+        self._event("vm_state_changed", vm=vm.name, old=old, new=state)
+
+    def _fail(self, vm: Vm, reason: str) -> None:
+        _log.warning("VM %r failed: %s", vm.name, reason)
+        vm.reason = reason
+        if vm.state is not S.FAILED:
+            if S.FAILED in _reachable(vm.state):
+                self._set(vm, S.FAILED, "fail")
+        self._teardown(vm)
+
+    def _teardown(self, vm: Vm) -> None:
+        if vm.stop_timer is not None:
+            vm.stop_timer.cancel()
+            vm.stop_timer = None
+        worker, vm.worker = vm.worker, None
+        if worker is not None:
+            try:
+                worker.stop()
+            except Exception as exc:  # even teardown failing stays inside this VM
+                _log.exception("VM %r: teardown failed", vm.name)
+                vm.reason = (vm.reason or "") + f"; teardown failed: {exc}"
+
+    def get(self, name: str) -> Vm:
+        try:
+            return self._vms[name]
+        except KeyError:
+            known = ", ".join(sorted(self._vms)) or "none"
+            raise KeyError(f"no VM named {name!r} (known: {known})") from None
+
+    def list(self) -> list[Vm]:
+        """Every VM, in creation order."""
+        return list(self._vms.values())
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def create(self, spec: VmSpec) -> Vm:
+        """Register a VM (Off). Names are unique."""
+        if spec.name in self._vms:
+            raise ValueError(f"a VM named {spec.name!r} exists already")
+        vm = self._vms[spec.name] = Vm(spec)
+        self._event("vm_created", vm=spec.name)
+        return vm
+
+    def delete(self, name: str) -> None:
+        vm = self.get(name)
+        if vm.state is not S.OFF:
+            raise IllegalTransition(name, "delete", vm.state)
+        del self._vms[name]
+
+    def start(self, name: str) -> Vm:
+        """Off -> Starting (-> Running once every channel is open); Saved -> Running."""
+        vm = self.get(name)
+        if vm.state is S.SAVED:
+            return self._resume(vm, "start")
+        self._set(vm, S.STARTING, "start")
+        vm.reason = None
+        vm.stop_mode = None
+        host = self._host
+        vm.worker = Worker(vm.spec, hypervisor=host.hypervisor, root=host.root,
+                           vmbus=host.vmbus, vid=host.vid, notify=self._event,
+                           vmbus_version=host.vmbus_version)
+        try:
+            vm.worker.start()
+        except (WorkerError, Exception) as exc:   # the worker's fault is its VM's only
+            self._fail(vm, str(exc))
+        return vm
+
+    def stop(self, name: str, *, force: bool = False, timeout_s: float = STOP_TIMEOUT_S,
+             reason: int = 0x80000000) -> Vm:
+        """Running/Paused -> Stopping -> Off. Graceful through the shutdown IC when the VM
+        has one and ``force`` is false; hard after ``timeout_s`` (virtual) otherwise."""
+        vm = self.get(name)
+        if vm.state is S.STARTING:
+            self._set(vm, S.STOPPING, "stop")
+            self._hard_stop(vm)
+            return vm
+        self._set(vm, S.STOPPING, "stop")
+        worker = vm.worker
+        assert worker is not None
+        if self._host.scheduler.suspended and worker.partition is not None \
+                and worker.partition.partition_id in self._host.scheduler.suspended:
+            worker.set_suspended(False)   # a paused guest cannot answer
+        shutdown = None if force else worker.ic_named("shutdown")
+        if shutdown is None:
+            if force:
+                self._hard_stop(vm)
+                return vm
+        else:
+            try:
+                shutdown.request("shutdown", reason=reason, timeout_s=int(timeout_s),
+                                 force=False,
+                                 callback=lambda result, v=vm: self._shutdown_answer(v, result))
+            except Exception as exc:
+                worker.errors.append(f"shutdown IC request failed: {exc}")
+        vm.stop_timer = self._host.scheduler.call_later(
+            int(timeout_s * 1e9), lambda v=vm: self._stop_timeout(v), name=f"stop {vm.name}")
+        return vm
+
+    def _shutdown_answer(self, vm: Vm, result: Any) -> None:
+        accepted = getattr(result, "accepted", None)
+        if accepted is False and vm.worker is not None:
+            vm.worker.errors.append(f"the guest refused to shut down: {result}")
+
+    def _stop_timeout(self, vm: Vm) -> None:
+        vm.stop_timer = None
+        if vm.state is S.STOPPING:
+            vm.reason = "the guest did not shut down in time: hard stop"
+            self._hard_stop(vm)
+
+    def _hard_stop(self, vm: Vm) -> None:
+        vm.stop_mode = vm.stop_mode or "hard"
+        self._teardown(vm)
+        self._set(vm, S.OFF, "stop")
+
+    def pause(self, name: str) -> Vm:
+        """Running -> Pausing -> Paused: the VPs stop; pending interrupts wait."""
+        vm = self.get(name)
+        self._set(vm, S.PAUSING, "pause")
+        try:
+            assert vm.worker is not None
+            vm.worker.set_suspended(True)
+        except Exception as exc:
+            self._fail(vm, f"pause failed: {exc}")
+            return vm
+        self._set(vm, S.PAUSED, "pause")
+        return vm
+
+    def resume(self, name: str) -> Vm:
+        """Paused -> Resuming -> Running."""
+        vm = self.get(name)
+        if vm.state is not S.PAUSED:
+            raise IllegalTransition(name, "resume", vm.state)
+        return self._resume(vm, "resume")
+
+    def _resume(self, vm: Vm, request: str) -> Vm:
+        self._set(vm, S.RESUMING, request)
+        try:
+            assert vm.worker is not None
+            vm.worker.set_suspended(False)
+        except Exception as exc:
+            self._fail(vm, f"resume failed: {exc}")
+            return vm
+        self._set(vm, S.RUNNING, request)
+        return vm
+
+    def save(self, name: str) -> Vm:
+        """Running/Paused -> Saving -> Saved. The state is kept in memory (the partition stays
+        suspended with its RAM and device state); ``start`` restores it."""
+        vm = self.get(name)
+        self._set(vm, S.SAVING, "save")
+        try:
+            assert vm.worker is not None
+            if vm.history and vm.history[-1][1] is not S.PAUSED:
+                vm.worker.set_suspended(True)
+        except Exception as exc:
+            self._fail(vm, f"save failed: {exc}")
+            return vm
+        self._set(vm, S.SAVED, "save")
+        return vm
+
+    def reset(self, name: str) -> Vm:
+        """Failed -> Off, so the VM can be started again."""
+        vm = self.get(name)
+        if vm.state is not S.FAILED:
+            raise IllegalTransition(name, "reset", vm.state)
+        self._set(vm, S.OFF, "reset")
+        return vm
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def update(self) -> None:
+        """Advance transitional states from what the workers report (call after running)."""
+        for vm in list(self._vms.values()):
+            worker = vm.worker
+            if worker is None:
+                continue
+            try:
+                if vm.state is S.STARTING and worker.booted:
+                    self._set(vm, S.RUNNING, "finish starting")
+                elif vm.state in (S.STOPPING, S.RUNNING) and worker.powered_off:
+                    if vm.state is S.RUNNING:
+                        self._set(vm, S.STOPPING, "power off")
+                    vm.stop_mode = "graceful"
+                    self._teardown(vm)
+                    self._set(vm, S.OFF, "power off")
+            except Exception as exc:
+                self._fail(vm, f"worker failed: {exc}")
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        """Everything about a VM: state, history, partition, channels, devices, errors."""
+        vm = self.get(name)
+        details = vm.worker.inspect() if vm.worker is not None else {"name": name}
+        details.update(state=str(vm.state), reason=vm.reason, stop_mode=vm.stop_mode,
+                       history=[(t, str(a), str(b)) for t, a, b in vm.history])
+        return details
+
+
+def _reachable(state: VmState) -> frozenset[VmState]:
+    from winhv.drivers.vmms._states import TRANSITIONS
+
+    return TRANSITIONS[state]

@@ -1,0 +1,218 @@
+"""The VM worker: builds, runs and tears down one VM.
+
+Everything the worker does to the machine goes through the root kernel's WinHv handle (via
+VID and the VMBus server); everything the guest does goes through the guest kernel's own
+handle and memory. The worker is the only object holding both ends, as Hyper-V's worker
+process is the only one that sees both the host's devices and the guest's memory — which is
+what lets a later step move it into its own OS process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from winhv._properties import PartitionProperty
+from winhv._status import HvStatus
+from winhv.drivers.kernel import Kernel, PageAllocator
+from winhv.drivers.vid import Vid, VidPartition
+from winhv.drivers.vmbus._guest import DeviceState, GuestDevice, VmbusClient
+from winhv.drivers.vmbus._host import HostDevice, VmbusHost, VmbusServer
+from winhv.drivers.vmms._spec import VmSpec
+
+__all__ = ["GUEST_FIRST_PAGE", "Worker", "WorkerError"]
+
+_log = logging.getLogger("winhv.vmwp")
+
+#: Guest pages below this are not handed out by the guest kernel's allocator.
+GUEST_FIRST_PAGE = 16
+
+
+class WorkerError(RuntimeError):
+    """The worker could not build or run its VM; the message says which step and why."""
+
+
+class Worker:
+    """One VM's worker. ``notify(event, **details)`` reports device and channel events."""
+
+    def __init__(self, spec: VmSpec, *, hypervisor: Any, root: Kernel, vmbus: VmbusHost,
+                 vid: Vid, notify: Callable[..., Any] | None = None,
+                 vmbus_version: Any = None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self._hv = hypervisor
+        self._root = root
+        self._vmbus = vmbus
+        self._vid = vid
+        self._notify = notify
+        self._vmbus_version = vmbus_version
+        self.partition: VidPartition | None = None
+        self.server: VmbusServer | None = None
+        self.guest: Kernel | None = None
+        self.client: VmbusClient | None = None
+        self.host_devices: dict[str, HostDevice] = {}
+        self.errors: list[str] = []
+        self.powered_off = False
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.name}>"
+
+    def _event(self, event: str, **details: Any) -> None:
+        if self._notify is not None:
+            try:
+                self._notify(event, vm=self.name, **details)
+            except Exception:
+                _log.exception("%s: event observer failed on %s", self.name, event)
+
+    def _error(self, text: str) -> None:
+        self.errors.append(text)
+
+    # -- bring-up ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the partition, offer the devices, boot the guest's bus. Raises WorkerError."""
+        spec = self.spec
+        try:
+            self.partition = part = self._vid.create_partition(
+                spec.name, memory_mb=spec.memory_mb, processors=spec.processors)
+        except Exception as exc:
+            raise WorkerError(f"VM {spec.name!r}: creating the partition failed: {exc}") from exc
+        pid = part.partition_id
+        self.server = VmbusServer(self._vmbus, pid, root_ram_page=part.root_ram_page,
+                                  guest_pages=part.memory_pages, name=spec.name,
+                                  max_version=self._vmbus_version, on_error=self._error)
+        for device in spec.devices:
+            try:
+                vsp = device.vsp(device.config)
+                self.host_devices[device.name] = self.server.add_device(
+                    device.name, vsp, device.interface_id, services={"worker": self})
+            except Exception as exc:
+                # A VSP that cannot even be offered fails alone; the VM goes on without it.
+                self._error(f"device {device.name!r}: {type(exc).__name__}: {exc}")
+                self._event("device_failed", device=device.name, reason=str(exc))
+        self._boot_guest(part)
+
+    def _boot_guest(self, part: VidPartition) -> None:
+        hv = self._hv
+        pid = part.partition_id
+        guest = Kernel(lambda i, o, vp: hv.handle(pid, input_gpa=i, output_gpa=o, vp_index=vp),
+                       PageAllocator(GUEST_FIRST_PAGE, part.memory_pages - GUEST_FIRST_PAGE,
+                                     name=self.name),
+                       name=self.name, clock=hv.scheduler, power_off=self._power_off)
+        guest.on_fault = lambda where, exc: self._error(f"guest {where}: {exc}")
+        hv.set_interrupt_handler(pid, 0, guest.interrupt)
+        guest.enable_synic()
+        drivers = []
+        for device in self.spec.devices:
+            if device.vsc is not None and device.vsc not in drivers:
+                drivers.append(device.vsc)
+        self.guest = guest
+        self.client = VmbusClient(guest, drivers, overrides=self.spec.overrides,
+                                  on_change=self._device_changed)
+        self.client.connect()
+
+    def _device_changed(self, event: str, device: GuestDevice) -> None:
+        if event == "bound":
+            self._event("device_bound", device=device.describe())
+            self._event("channel_opened", relid=device.relid,
+                        interface_id=str(device.interface_id))
+        elif event == "unbound":
+            self._event("device_unbound", device=device.describe(), reason=device.error)
+            self._event("channel_closed", relid=device.relid, reason=device.error)
+
+    @property
+    def booted(self) -> bool:
+        """True once the guest's bus is connected and every offer is open, failed or unbound."""
+        client = self.client
+        if client is None or client.connected_version is None or not client.offers_complete:
+            return False
+        return all(d.state not in (DeviceState.PROBING, DeviceState.OPENING)
+                   for d in client.devices.values())
+
+    # -- running -------------------------------------------------------------------------------
+
+    def set_suspended(self, suspended: bool) -> None:
+        """Pause or resume the VM's processors (HvPartitionPropertySuspend)."""
+        assert self.partition is not None
+        status = self._root.hv.WinHvSetPartitionProperty(
+            self.partition.partition_id, PartitionProperty.SUSPEND, int(suspended))
+        if status != HvStatus.SUCCESS:
+            raise WorkerError(f"VM {self.name!r}: suspend={suspended} failed: {status}")
+
+    def _power_off(self) -> None:
+        """The guest turned itself off (its "ACPI" power-off)."""
+        self.powered_off = True
+        self._event("guest_power_off")
+
+    def ic_named(self, type_name: str) -> Any:
+        """The host side (VSP) of this VM's IC of that type (e.g. "shutdown"), or None."""
+        for device in self.spec.devices:
+            if device.kind == "ic" and device.type_name == type_name:
+                host = self.host_devices.get(device.name)
+                return host.vsp if host is not None else None
+        return None
+
+    def ic(self, kind: type) -> Any:
+        """The host side of the first device whose VSP is a ``kind`` (e.g. ShutdownVsp)."""
+        for device in self.host_devices.values():
+            if isinstance(device.vsp, kind):
+                return device.vsp
+        return None
+
+    # -- teardown ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Tear the VM down: close every channel, stop the VSPs, destroy the partition."""
+        if self.server is not None:
+            self.server.shutdown()
+        if self.partition is not None:
+            pid = self.partition.partition_id
+            try:
+                self._hv.set_interrupt_handler(pid, 0, None)
+            except (KeyError, ValueError):
+                pass
+            self._vid.destroy_partition(pid)
+        self.partition = None
+        self.server = None
+        self.client = None
+        self.guest = None
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    def inspect(self) -> dict[str, Any]:
+        """Partitions, VPs, memory, channels, devices, ring occupancy and hypercall counts."""
+        part = self.partition
+        if part is None:
+            return {"name": self.name, "partition": None, "errors": list(self.errors)}
+        hv_part = self._hv.partitions.get(part.partition_id)
+        channels = []
+        assert self.server is not None
+        for relid, device in sorted(self.server.devices.items()):
+            channel = device.channel
+            channels.append({
+                "relid": relid, "name": device.name, "interface_id": str(device.interface_id),
+                "instance_id": str(device.instance_id), "open": channel is not None,
+                "connection_id": 0x2000 | relid,
+                "packets_in": channel.packets_received if channel else 0,
+                "packets_out": channel.packets_sent if channel else 0,
+                "rings": channel.occupancy() if channel else None,
+                "errors": list(device.errors),
+            })
+        return {
+            "name": self.name,
+            "partition": {
+                "id": part.partition_id,
+                "memory_mb": part.memory_pages >> 8,
+                "processors": part.processors,
+                "vps": sum(1 for vp in (hv_part.vps if hv_part else []) if vp is not None),
+                "hypercalls": hv_part.calls if hv_part is not None else 0,
+            },
+            "vmbus_version": (f"{self.client.connected_version >> 16}."
+                              f"{self.client.connected_version & 0xFFFF}"
+                              if self.client and self.client.connected_version else None),
+            "channels": channels,
+            "devices": self.client.tree() if self.client else [],
+            "errors": list(self.errors) + (self.server.errors if self.server else [])
+            + (self.client.errors if self.client else []),
+        }
