@@ -584,7 +584,7 @@ def parse_packet(
             None, "size", f"{len(data)} bytes", f"at least {PACKET_HEADER_SIZE} (the header)"
         )
     operation, flags, status = _HEADER.unpack_from(data)
-    spec = OPERATIONS.get(operation)  # type: ignore[call-overload]
+    spec = OPERATIONS.get(operation)
     if spec is None:
         raise VstorProtocolError(operation, "operation", operation, "one of 1..14 (§6.1)")
     if spec.sender is not sender:

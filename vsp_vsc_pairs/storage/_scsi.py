@@ -452,14 +452,14 @@ class ScsiDisk:
         elif page == 0xB0:
             blocks = self._max_transfer_bytes >> self._block_shift
             granularity = self._physical_block_size >> self._block_shift
-            body = bytearray(0x3C)
-            body[2:4] = _BE16.pack(granularity)  # OPTIMAL TRANSFER LENGTH GRANULARITY
-            body[4:8] = _BE32.pack(blocks)  # MAXIMUM TRANSFER LENGTH
-            body[8:12] = _BE32.pack(blocks)  # OPTIMAL TRANSFER LENGTH
-            body[16:20] = _BE32.pack(_MAX_UNMAP_LBA_COUNT)
-            body[20:24] = _BE32.pack(MAX_UNMAP_DESCRIPTORS)
-            body[24:28] = _BE32.pack(granularity)  # OPTIMAL UNMAP GRANULARITY
-            body = bytes(body)
+            limits = bytearray(0x3C)
+            limits[2:4] = _BE16.pack(granularity)  # OPTIMAL TRANSFER LENGTH GRANULARITY
+            limits[4:8] = _BE32.pack(blocks)  # MAXIMUM TRANSFER LENGTH
+            limits[8:12] = _BE32.pack(blocks)  # OPTIMAL TRANSFER LENGTH
+            limits[16:20] = _BE32.pack(_MAX_UNMAP_LBA_COUNT)
+            limits[20:24] = _BE32.pack(MAX_UNMAP_DESCRIPTORS)
+            limits[24:28] = _BE32.pack(granularity)  # OPTIMAL UNMAP GRANULARITY
+            body = bytes(limits)
         elif page == 0xB2:
             body = bytes((0x00, 0x84, 0x02, 0x00))  # LBPU, LBPRZ; provisioning type: thin
         else:
