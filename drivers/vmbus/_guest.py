@@ -273,7 +273,8 @@ class VmbusClient:
     def _fail(self, device: GuestDevice, reason: str) -> None:
         if device.state in (DeviceState.FAILED, DeviceState.REMOVED):
             return
-        self._error(f"device relid {device.relid} ({device.driver_class.__qualname__ if device.driver_class else 'no driver'}): {reason}")
+        driver = device.driver_class.__qualname__ if device.driver_class else "no driver"
+        self._error(f"device relid {device.relid} ({driver}): {reason}")
         was_bound = device.state == DeviceState.OPEN
         self._teardown(device, reason)
         device.state = DeviceState.FAILED
@@ -312,7 +313,10 @@ class VmbusClient:
         for device in self.devices.values():
             if device.gpadl_id == gpadl_id:
                 self._free_rings(device)
-                if device.state == DeviceState.REMOVED:
+                # Only a rescinded relid is released (§3.5(f)); on unload the host lets go of
+                # every relid itself (§3.5(g)) and RELID_RELEASED would be out of place.
+                if device.state == DeviceState.REMOVED and \
+                        device.relid in self.protocol.rescinded:
                     self._release(device)
                 return
 
@@ -344,7 +348,14 @@ class VmbusClient:
         pass
 
     def unloaded(self) -> None:
+        """UNLOAD_RESPONSE: the host released every channel and GPADL (§3.5(g)), so the rings
+        of removed devices are ours again and the offers are gone with the connection."""
         self.connected_version = None
+        self.offers_complete = False
+        for device in list(self.devices.values()):
+            if device.state == DeviceState.REMOVED:
+                self._free_rings(device)
+                del self.devices[device.relid]
 
     def protocol_error(self, error: Exception) -> None:
         self._error(f"protocol error from the host: {error}")
