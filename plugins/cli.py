@@ -328,3 +328,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console-script entry point: run ``winhv`` with ``argv`` (default ``sys.argv[1:]``)."""
     cli.main(args=list(argv) if argv is not None else sys.argv[1:], prog_name="winhv")
     raise SystemExit(0)  # cli.main always exits in standalone mode; this satisfies NoReturn
+
+
+def _register_builtin_commands() -> None:
+    from ._cli_run import register
+
+    register(cli)
+
+
+_register_builtin_commands()
