@@ -12,6 +12,7 @@ BENCHMARKS = {
     "bridge": "benchmarks.bench_bridge",
     "ring": "benchmarks.bench_ring",
     "vmbus": "benchmarks.bench_vmbus",
+    "host": "benchmarks.bench_host",
 }
 
 

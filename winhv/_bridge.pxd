@@ -30,6 +30,7 @@ cdef class Caller:
     cdef readonly uint64_t partition_id
     cdef public uint64_t privileges
     cdef public uint32_t current_vp
+    cdef public uint64_t calls        # hypercalls this partition issued
     cdef readonly GpaSpace memory
 
 

@@ -255,7 +255,9 @@ cdef class Bridge:
         Never raises for any input: every failure is an HV_STATUS in the result.
         """
         cdef uint16_t reps_done = 0
-        cdef uint16_t status = self._dispatch(caller, control, rdx, r8, &reps_done)
+        cdef uint16_t status
+        caller.calls += 1
+        status = self._dispatch(caller, control, rdx, r8, &reps_done)
         self.status_counts[status & 0xFF] += 1
         cdef uint64_t result = status | ((<uint64_t> reps_done) << 32)
         if self.tracer is not None:

@@ -112,6 +112,7 @@ class ReferenceBridge:
     def hypercall(self, caller: Any, control: int, rdx: int, r8: int) -> int:
         """Issue one hypercall as ``caller``; returns the 64-bit result word. Never raises."""
         control &= (1 << 64) - 1
+        caller.calls += 1
         status, reps_done = self._dispatch(caller, control, rdx & ((1 << 64) - 1),
                                            r8 & ((1 << 64) - 1))
         self._statuses[status & 0xFF] += 1

@@ -14,6 +14,8 @@ the handle holds no reference into the hypervisor besides the bridge it calls.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Iterable, Sequence
 
 from winhv._calls import HvCallCode
@@ -69,16 +71,21 @@ class WinHv(HandleCore):
 
     def _rep(self, code: int, header: bytes, elements: Sequence[bytes], element_out: int = 0,
              ) -> tuple[HvStatus | int, int, bytes]:
+        size = len(elements[0]) if elements else 0
+        return self._rep_packed(code, header, b"".join(elements), size, len(elements),
+                                element_out)
+
+    def _rep_packed(self, code: int, header: bytes, packed: bytes, element_size: int,
+                    count: int, element_out: int = 0) -> tuple[HvStatus | int, int, bytes]:
         """Issue a rep call, continuing until every element is done or one fails.
 
         Returns ``(status, reps completed, output elements)``.
         """
-        count = len(elements)
         if count == 0:
             return HvStatus.SUCCESS, 0, b""
         if count > 0xFFF:
             raise ValueError(f"{count} elements exceed the 12-bit rep count")
-        data = header + b"".join(elements)
+        data = header + packed
         if len(data) > _PAGE or count * element_out > _PAGE:
             raise ValueError("rep input or output does not fit one page")
         try:
@@ -163,8 +170,11 @@ class WinHv(HandleCore):
                          source_pages: Sequence[int], flags: int = 0x7) -> HvStatus | int:
         """Map this partition's pages ``source_pages`` at ``target_gpa_page ..`` in a child."""
         header = struct.pack("<QQI4x", partition_id, target_gpa_page, flags)
-        return self._rep(HvCallCode.MAP_GPA_PAGES, header,
-                         [_U64.pack(p) for p in source_pages])[0]
+        pages = array("Q", source_pages)
+        if sys.byteorder != "little":
+            pages.byteswap()
+        return self._rep_packed(HvCallCode.MAP_GPA_PAGES, header, pages.tobytes(), 8,
+                                len(pages))[0]
 
     def WinHvUnmapGpaPages(self, partition_id: int, target_gpa_page: int,
                            count: int) -> HvStatus | int:

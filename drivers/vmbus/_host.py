@@ -78,8 +78,8 @@ class VmbusHost:
         self._routes: dict[int, tuple[VmbusServer, int]] = {}   # root port id -> server, conn
         self._next_port = 0x100
         self._next_connection = 0x10000
-        self._free_flags: deque[tuple[int, int]] = deque(
-            (sint, flag) for sint in ROOT_EVENT_SINTS for flag in range(1, 2048))
+        self._free_flags: list[tuple[int, int]] = []     # returned flags, reused first
+        self._next_flag = 0                               # flags never handed out start here
         self.servers: dict[int, VmbusServer] = {}
         root.on_message(VMBUS_SINT, self._on_message)
 
@@ -97,10 +97,16 @@ class VmbusHost:
         return self._next_connection
 
     def take_flag(self) -> tuple[int, int]:
-        if not self._free_flags:
+        """A free (root SINT, flag) pair for one channel's guest->host signal (flag 0 is
+        never a channel, as on Hyper-V)."""
+        if self._free_flags:
+            return self._free_flags.pop()
+        if self._next_flag >= len(ROOT_EVENT_SINTS) * 2047:
             raise RuntimeError("the root has no SIEF flag left for another channel "
                                f"({len(ROOT_EVENT_SINTS) * 2047} channels are open)")
-        return self._free_flags.popleft()
+        sint, flag = divmod(self._next_flag, 2047)
+        self._next_flag += 1
+        return ROOT_EVENT_SINTS[sint], flag + 1
 
     def give_flag(self, flag: tuple[int, int]) -> None:
         self._free_flags.append(flag)
