@@ -20,6 +20,7 @@ pages (VID mapped it), so guest page ``p`` is root page ``root_ram_page + p``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 import uuid
@@ -379,7 +380,7 @@ class VmbusServer:
         if len(ranges) != 1 or ranges[0].byte_offset != 0:
             raise ValueError("expected one range starting at offset 0")
         pfns = ranges[0].pfns
-        if any(b != a + 1 for a, b in zip(pfns, pfns[1:], strict=False)):
+        if any(b != a + 1 for a, b in itertools.pairwise(pfns)):
             raise ValueError("ring pages are not contiguous guest pages")
         split = request.downstream_page_offset
         if not 2 <= split <= len(pfns) - 2:

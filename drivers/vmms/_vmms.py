@@ -71,9 +71,8 @@ class Vmms:
     def _fail(self, vm: Vm, reason: str) -> None:
         _log.warning("VM %r failed: %s", vm.name, reason)
         vm.reason = reason
-        if vm.state is not S.FAILED:
-            if S.FAILED in _reachable(vm.state):
-                self._set(vm, S.FAILED, "fail")
+        if vm.state is not S.FAILED and S.FAILED in _reachable(vm.state):
+            self._set(vm, S.FAILED, "fail")
         self._teardown(vm)
 
     def _teardown(self, vm: Vm) -> None:

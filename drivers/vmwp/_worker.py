@@ -9,6 +9,7 @@ what lets a later step move it into its own OS process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -168,10 +169,8 @@ class Worker:
             self.server.shutdown()
         if self.partition is not None:
             pid = self.partition.partition_id
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self._hv.set_interrupt_handler(pid, 0, None)
-            except (KeyError, ValueError):
-                pass
             self._vid.destroy_partition(pid)
         self.partition = None
         self.server = None
