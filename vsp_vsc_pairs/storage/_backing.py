@@ -192,22 +192,29 @@ class FileBackingStore:
         views, total = self._prepare(offset, buffers)
         done = 0
         while views:
-            count = os.preadv(self._fd, views[:_IOV_MAX], offset + done)
+            batch = views if len(views) <= _IOV_MAX else views[:_IOV_MAX]
+            count = os.preadv(self._fd, batch, offset + done)
+            done += count
+            if done == total:
+                break
             if count == 0:
                 raise OSError(errno.EIO, f"{self._path}: image ended at {offset + done}")
-            done += count
             views = _advance(views, count)
         return total
 
     def write(self, offset: int, buffers: Sequence[BufferLike]) -> int:
         """Write ``buffers`` at ``offset`` with ``os.pwritev``, resuming short writes; raise
         ``PermissionError`` (EROFS) if read-only, ``BackingStoreRangeError`` out of range."""
-        self._check_writable()
+        if self._read_only or self._fd < 0:
+            self._check_writable()
         views, total = self._prepare(offset, buffers)
         done = 0
         while views:
-            count = os.pwritev(self._fd, views[:_IOV_MAX], offset + done)
+            batch = views if len(views) <= _IOV_MAX else views[:_IOV_MAX]
+            count = os.pwritev(self._fd, batch, offset + done)
             done += count
+            if done == total:
+                break
             views = _advance(views, count)
         return total
 
@@ -268,8 +275,18 @@ class FileBackingStore:
             )
 
     def _prepare(self, offset: int, buffers: Sequence[BufferLike]) -> tuple[list[memoryview], int]:
-        self._check_open()
-        views = [memoryview(buffer).cast("B") for buffer in buffers]
-        total = sum(view.nbytes for view in views)
-        self._check_range(offset, total)
-        return [view for view in views if view.nbytes], total
+        if self._fd < 0:
+            self._check_open()
+        views: list[memoryview] = []
+        total = 0
+        for buffer in buffers:
+            if type(buffer) is memoryview and buffer.format == "B" and buffer.c_contiguous:
+                view = buffer
+            else:
+                view = memoryview(buffer).cast("B")
+            if view.nbytes:
+                views.append(view)
+                total += view.nbytes
+        if offset < 0 or offset + total > self._size:
+            self._check_range(offset, total)
+        return views, total

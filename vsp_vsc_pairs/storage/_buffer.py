@@ -40,8 +40,20 @@ class DataBuffer:
     _length: int
 
     def __init__(self, views: Iterable[BufferLike] = ()) -> None:
-        self._views = tuple(_byte_view(view) for view in views)
-        self._length = sum(view.nbytes for view in self._views)
+        out: list[memoryview] = []
+        total = 0
+        for view in views:
+            if not (
+                type(view) is memoryview
+                and view.format == "B"
+                and view.ndim == 1
+                and view.c_contiguous
+            ):
+                view = _byte_view(view)
+            out.append(view)
+            total += view.nbytes
+        self._views = tuple(out)
+        self._length = total
 
     @classmethod
     def of(cls, data: DataBuffer | Iterable[BufferLike] | BufferLike) -> DataBuffer:

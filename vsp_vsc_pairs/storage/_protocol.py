@@ -316,12 +316,12 @@ SRB_STATUSES: Mapping[SrbStatus, SrbStatusSpec] = MappingProxyType(
 )
 
 
+_NTSTATUS_BY_SRB = {int(srb): spec.ntstatus for srb, spec in SRB_STATUSES.items()}
+
+
 def ntstatus_for_srb(srb_status: int) -> NtStatus:
     """The NTSTATUS for an ``srb_status`` byte (flag bits ignored), from ``SRB_STATUSES``."""
-    try:
-        return SRB_STATUSES[SrbStatus(srb_status & _SRB_STATUS_MASK)].ntstatus
-    except (KeyError, ValueError):
-        return NtStatus.IO_DEVICE_ERROR
+    return _NTSTATUS_BY_SRB.get(srb_status & _SRB_STATUS_MASK, NtStatus.IO_DEVICE_ERROR)
 
 
 class SrbFlags(IntFlag):

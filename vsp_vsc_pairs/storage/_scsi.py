@@ -105,19 +105,37 @@ class ScsiResult:
         return b"" if self.sense is None else self.sense.pack()
 
 
+# Results are immutable values, so the common ones are made once and shared: building a frozen
+# dataclass costs more than the rest of a cached 4 KiB read. Both caches are bounded.
+_CACHE_LIMIT = 4096
+_CHECKS: dict[SenseData, ScsiResult] = {}
+_GOOD: dict[int, ScsiResult] = {}
+
+
 def check_condition(sense: SenseData) -> ScsiResult:
     """CHECK CONDITION with ``sense``; SRB status INVALID_REQUEST for ILLEGAL REQUEST, else
     ERROR."""
-    srb = SrbStatus.INVALID_REQUEST if sense.key == SenseKey.ILLEGAL_REQUEST else SrbStatus.ERROR
-    return ScsiResult(ScsiStatus.CHECK_CONDITION, srb, sense)
-
-
-_GOOD_EMPTY = ScsiResult(ScsiStatus.GOOD, SrbStatus.SUCCESS)
-_OVERRUN = ScsiResult(ScsiStatus.GOOD, SrbStatus.DATA_OVERRUN)
+    result = _CHECKS.get(sense)
+    if result is None:
+        illegal = sense.key == SenseKey.ILLEGAL_REQUEST
+        srb = SrbStatus.INVALID_REQUEST if illegal else SrbStatus.ERROR
+        result = ScsiResult(ScsiStatus.CHECK_CONDITION, srb, sense)
+        if len(_CHECKS) < _CACHE_LIMIT:
+            _CHECKS[sense] = result
+    return result
 
 
 def _good(transferred: int) -> ScsiResult:
-    return ScsiResult(ScsiStatus.GOOD, SrbStatus.SUCCESS, None, transferred)
+    result = _GOOD.get(transferred)
+    if result is None:
+        result = ScsiResult(ScsiStatus.GOOD, SrbStatus.SUCCESS, None, transferred)
+        if len(_GOOD) < _CACHE_LIMIT:
+            _GOOD[transferred] = result
+    return result
+
+
+_GOOD_EMPTY = _good(0)
+_OVERRUN = ScsiResult(ScsiStatus.GOOD, SrbStatus.DATA_OVERRUN)
 
 
 class _Check(Exception):
@@ -177,8 +195,7 @@ _RW10 = struct.Struct(">BBIBH")  # opcode, flags, LBA, group, transfer length
 _RW16 = struct.Struct(">BBQI")  # opcode, flags, LBA, transfer length
 _UNMAP_HEADER = struct.Struct(">HHI")
 _UNMAP_DESCRIPTOR = struct.Struct(">QI4x")
-_READ_WRITE = frozenset({ScsiOp.READ_10, ScsiOp.READ_16, ScsiOp.WRITE_10, ScsiOp.WRITE_16})
-_WRITES = frozenset({ScsiOp.WRITE_10, ScsiOp.WRITE_16})
+_WRITES = frozenset({int(ScsiOp.WRITE_10), int(ScsiOp.WRITE_16)})
 
 _DEVICE_TYPE_DISK = 0x00
 _LUN_NOT_PRESENT = 0x7F  # peripheral qualifier 011b, device type 1Fh (SPC-4 §6.6.2)
@@ -229,6 +246,7 @@ class ScsiDisk:
         "_max_transfer_bytes",
         "_physical_block_size",
         "_product",
+        "_read_only",
         "_revision",
         "_serial",
         "_store",
@@ -260,6 +278,7 @@ class ScsiDisk:
                 f"max_transfer_bytes: found {max_transfer_bytes}, expected >= {block_size}"
             )
         self._store = store
+        self._read_only = bool(store.read_only)
         self._block_size = block_size
         self._block_shift = block_size.bit_length() - 1
         self._physical_block_size = physical_block_size
@@ -292,7 +311,7 @@ class ScsiDisk:
     @property
     def read_only(self) -> bool:
         """Whether writes are refused with DATA PROTECT."""
-        return self._store.read_only
+        return self._read_only
 
     @property
     def serial(self) -> str:
@@ -341,7 +360,7 @@ class ScsiDisk:
         if length > self._max_transfer_bytes:
             raise _Check(INVALID_FIELD_IN_CDB)
         write = opcode in _WRITES
-        if write and self._store.read_only:
+        if write and self._read_only:
             raise _Check(WRITE_PROTECTED)
         self._check_range(lba, blocks)
         if length > len(data):
@@ -381,7 +400,7 @@ class ScsiDisk:
         if cdb[1] & 0x01:  # ANCHOR: anchored LBAs are not supported
             raise _Check(INVALID_FIELD_IN_CDB)
         list_length = _BE16.unpack_from(cdb, 7)[0]
-        if self._store.read_only:
+        if self._read_only:
             raise _Check(WRITE_PROTECTED)
         if list_length == 0:
             return _GOOD_EMPTY
@@ -512,7 +531,7 @@ class ScsiDisk:
                 + b"\0"
                 + _BE32.pack(self._block_size)[1:]
             )
-        device_specific = (0x80 if self._store.read_only else 0x00) | 0x10  # WP | DPOFUA
+        device_specific = (0x80 if self._read_only else 0x00) | 0x10  # WP | DPOFUA
         if six:
             length = 4 + len(descriptor) + len(body)
             header = bytes((min(length - 1, 0xFF), 0x00, device_specific, len(descriptor)))

@@ -87,7 +87,8 @@ _INQUIRY = int(ScsiOp.INQUIRY)
 _REPORT_LUNS = int(ScsiOp.REPORT_LUNS)
 _INVALID_LUN = ScsiResult(ScsiStatus.CHECK_CONDITION, SrbStatus.INVALID_LUN)
 _GUEST_OPERATIONS = frozenset(op for op, spec in OPERATIONS.items() if spec.host_accepts)
-_DIRECTIONS = {int(op): spec.direction for op, spec in COMMANDS.items()}
+_DIRECTIONS = {int(op): int(spec.direction) for op, spec in COMMANDS.items()}
+_NO_DATA = int(DataDirection.UNKNOWN)
 # Standard INQUIRY data for an address with no disk: qualifier 011b, type 1Fh, ids blank.
 _NO_LUN_INQUIRY = bytes((0x7F, 0x00, 0x06, 0x12, 31, 0x00, 0x00, 0x02)) + bytes(28)
 
@@ -100,6 +101,9 @@ class VspState(Enum):
     QUERY_PROPERTIES = "waiting for QUERY_PROPERTIES"
     END_INITIALIZATION = "waiting for END_INITIALIZATION"
     READY = "ready for I/O"
+
+
+_READY = VspState.READY
 
 
 class StorvspProtocol:
@@ -199,15 +203,15 @@ class StorvspProtocol:
     def receive(self, payload: BufferLike, data: DataBuffer | Iterable[BufferLike] = ()) -> bytes:
         """Handle one guest packet (its payload, after the VMBus descriptor) with its data
         buffer; return the completion payload. Raises ``VstorProtocolError`` only."""
+        length = len(payload)
         if (
-            self._state is VspState.READY
-            and len(payload) >= PACKET_HEADER_SIZE + SCSI_REQUEST_SIZE_V1
+            self._state is _READY
+            and length >= PACKET_HEADER_SIZE + SCSI_REQUEST_SIZE_V1
             and payload[0] == _EXECUTE_SRB
             and not any(payload[1:4])
-        ):  # the hot path: no intermediate objects
-            size = min(len(payload) - PACKET_HEADER_SIZE, UNION_SIZE)
-            body = bytes(payload[PACKET_HEADER_SIZE : PACKET_HEADER_SIZE + size])
-            return self._execute(body, data)
+        ):  # the hot path: the SRB is decoded straight from the payload
+            size = min(length - PACKET_HEADER_SIZE, UNION_SIZE)
+            return self._execute(payload, PACKET_HEADER_SIZE, size, data)
         return self.handle(parse_packet(payload), data)
 
     def handle(self, packet: VstorPacket, data: DataBuffer | Iterable[BufferLike] = ()) -> bytes:
@@ -217,7 +221,7 @@ class StorvspProtocol:
         if operation == Operation.EXECUTE_SRB:
             if state is not VspState.READY:
                 return self._refuse(packet)
-            return self._execute(packet.body, data)
+            return self._execute(packet.body, 0, packet.request_size, data)
         if operation in (Operation.RESET_LUN, Operation.RESET_ADAPTER, Operation.RESET_BUS):
             if state is not VspState.READY:
                 return self._refuse(packet)
@@ -286,12 +290,19 @@ class StorvspProtocol:
 
     # -- I/O --------------------------------------------------------------------------------
 
-    def _execute(self, body: bytes, data: DataBuffer | Iterable[BufferLike]) -> bytes:
-        request_size = len(body)
-        if request_size < SCSI_REQUEST_SIZE_V2:
-            fields = list(_REQUEST.unpack(body + bytes(SCSI_REQUEST_SIZE_V2 - request_size)))
-        else:
-            fields = list(_REQUEST.unpack(body))
+    def _execute(
+        self,
+        source: BufferLike,
+        offset: int,
+        request_size: int,
+        data: DataBuffer | Iterable[BufferLike],
+    ) -> bytes:
+        """Run the SRB of ``request_size`` (36..52) bytes at ``source[offset:]``."""
+        if request_size == SCSI_REQUEST_SIZE_V2:
+            fields = list(_REQUEST.unpack_from(source, offset))
+        else:  # a shorter SRB reads as zero-extended (OpenVMM does the same)
+            body = bytes(source[offset : offset + request_size])
+            fields = list(_REQUEST.unpack(body.ljust(SCSI_REQUEST_SIZE_V2, b"\0")))
         # fields: 0 length, 1 srb_status, 2 scsi_status, 3 port, 4 path, 5 target, 6 lun,
         # 7 cdb_length, 8 sense_info_length, 9 data_in, 10 properties, 11 transfer length,
         # 12 cdb area, 13.. Win8 extension.
@@ -319,7 +330,10 @@ class StorvspProtocol:
         fields[2] = int(result.scsi_status)
         fields[11] = result.transferred
         status = ntstatus_for_srb(srb_status)
-        return _PACKET.pack(_COMPLETE_IO, 0, status, *fields)[: PACKET_HEADER_SIZE + request_size]
+        packet = _PACKET.pack(_COMPLETE_IO, 0, status, *fields)
+        if request_size == SCSI_REQUEST_SIZE_V2:
+            return packet
+        return packet[: PACKET_HEADER_SIZE + request_size]
 
     def _run(self, fields: list[Any], buffer: DataBuffer, transfer_length: int) -> ScsiResult:
         cdb_length = fields[7]
@@ -327,7 +341,7 @@ class StorvspProtocol:
         if (
             transfer_length > self._max_transfer_bytes
             or not 0 < cdb_length <= CDB_MAX_LENGTH
-            or data_in > DataDirection.UNKNOWN
+            or data_in > _NO_DATA
         ):
             return check_condition(INVALID_FIELD_IN_CDB)
         cdb = fields[12][:cdb_length]
@@ -339,9 +353,9 @@ class StorvspProtocol:
         disk = self._disks.get((path, target, lun))
         if disk is None:
             return self._no_disk(cdb, data)
-        if transfer_length and data_in != DataDirection.UNKNOWN:
-            direction = _DIRECTIONS.get(opcode, DataDirection.UNKNOWN)
-            if direction != DataDirection.UNKNOWN and direction != data_in:
+        if transfer_length and data_in != _NO_DATA:
+            direction = _DIRECTIONS.get(opcode, _NO_DATA)
+            if direction != _NO_DATA and direction != data_in:
                 return check_condition(INVALID_FIELD_IN_CDB)
         return disk.execute(cdb, data)
 
