@@ -20,7 +20,9 @@ with SRB status DATA_OVERRUN and no transfer (the Windows SRB rule); commands wi
 ALLOCATION LENGTH transfer ``min(allocation length, data available, buffer)`` bytes.
 
 Errors map to SRB statuses as OpenVMM's storvsp does: ILLEGAL REQUEST -> INVALID_REQUEST,
-other CHECK CONDITIONs (DATA PROTECT, MEDIUM ERROR) -> ERROR.
+other CHECK CONDITIONs (DATA PROTECT, MEDIUM ERROR) -> ERROR. A failing store becomes sense
+data too: EIO and the like MEDIUM ERROR 03/11/00 (read) or 03/0C/00 (write), ENOSPC/EDQUOT
+DATA PROTECT 07/27/07 (space allocation failed), EROFS/EACCES DATA PROTECT 07/27/00.
 """
 
 from __future__ import annotations
