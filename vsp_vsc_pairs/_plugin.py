@@ -2,8 +2,8 @@
 
 ``winhv.vsp_vsc_pairs`` is registered through the ``winhv`` entry-point group as ``builtin``,
 exactly like a third-party distribution, and contributes its devices through the same hooks.
-The built-in pairs, ICs and VID services arrive with later issues; each is added to the tuples
-returned here.
+The ICs' descriptions are derived from ``IC_TABLE`` (GUIDs, versions, summaries) and the
+drivers' table (classes, configuration); pairs and VID services are added as they land.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from winhv.plugins.api import (
     VidServiceDescription,
     hookimpl,
 )
+from winhv.vsp_vsc_pairs.ic._driver_table import ic_descriptions
 
 __all__ = ["winhv_integration_components", "winhv_vid_services", "winhv_vsp_vsc_pairs"]
 
@@ -26,8 +27,8 @@ def winhv_vsp_vsc_pairs() -> tuple[PairDescription, ...]:
 
 @hookimpl
 def winhv_integration_components() -> tuple[IcDescription, ...]:
-    """The built-in Integration Components (none yet: the ICs come with issue #7)."""
-    return ()
+    """The built-in Integration Components: heartbeat, KVP, shutdown and timesync (§5)."""
+    return ic_descriptions()
 
 
 @hookimpl
