@@ -452,7 +452,9 @@ class VmbusServer:
             device.errors.append(f"on_close: {exc}")
 
     def modify_channel(self, relid: int, target_vp: int) -> int:
-        return STATUS_UNSUCCESSFUL   # retargeting interrupts is not supported (documented)
+        # Retargeting interrupts is not supported (documented). MODIFYCHANNEL_RESPONSE carries
+        # the NTSTATUS as a signed 32-bit field (§3.3), unlike OPENCHANNEL_RESULT's u32.
+        return STATUS_UNSUCCESSFUL - (1 << 32)
 
     def relid_released(self, relid: int) -> None:
         self.devices.pop(relid, None)
