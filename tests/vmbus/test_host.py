@@ -133,6 +133,17 @@ def test_an_open_over_a_bad_ring_gpadl_is_refused_with_the_reason(pfns, split, r
     assert any("ring GPADL refused" in e and reason in e for e in loop.server.errors)
 
 
+def test_modify_channel_is_answered_with_a_failure_status():
+    loop, _vsp, device = echo_vm()
+    statuses: list[tuple[int, int]] = []
+    loop.client.modify_channel_response = lambda relid, status: statuses.append((relid, status))
+    loop.client.protocol.modify_channel(device.relid, 0)
+    loop.run()
+    assert statuses == [(device.relid, 0xC0000001 - (1 << 32))]   # STATUS_UNSUCCESSFUL
+    assert loop.server.errors == []
+    assert_echo_works(loop, device.relid)
+
+
 # -- VSP faults ---------------------------------------------------------------------------------
 
 
