@@ -2,29 +2,15 @@
 ruff's isort-style order: constants, then classes, then functions)."""
 
 from __future__ import annotations
-import __future__
 
-import types
+from support.exports import isort_key, public_names
 
 import winhv.abi
 
 
-def _isort_key(name: str) -> tuple[int, str]:
-    if name.upper() == name:
-        return (0, name)
-    if name[0].isupper():
-        return (1, name)
-    return (2, name)
-
-
 def test_all_names_exactly_the_public_members() -> None:
-    public = [
-        name
-        for name, value in vars(winhv.abi).items()
-        if not name.startswith("_")
-        and not isinstance(value, (types.ModuleType, __future__._Feature))
-    ]
-    assert sorted(winhv.abi.__all__, key=_isort_key) == winhv.abi.__all__
+    public = public_names(winhv.abi)
+    assert sorted(winhv.abi.__all__, key=isort_key) == winhv.abi.__all__
     assert len(set(winhv.abi.__all__)) == len(winhv.abi.__all__)
     assert set(winhv.abi.__all__) == set(public)
 
@@ -43,6 +29,6 @@ def test_every_private_module_is_fully_re_exported() -> None:
 
     modules = (_calls, _control, _message, _privileges, _properties, _registers, _status, _structs)
     for module in modules:
-        assert sorted(module.__all__, key=_isort_key) == module.__all__, module.__name__
+        assert sorted(module.__all__, key=isort_key) == module.__all__, module.__name__
         for name in module.__all__:
             assert getattr(winhv.abi, name) is getattr(module, name), name

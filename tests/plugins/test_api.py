@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from support.exports import public_names
+
 from winhv.plugins import api
 
 
 def test_all_equals_the_public_names_without_repeats() -> None:
-    public = {name for name in vars(api) if not name.startswith("_") and name != "annotations"}
+    public = public_names(api)
     assert len(set(api.__all__)) == len(api.__all__)  # ruff's RUF022 keeps it sorted
     assert set(api.__all__) == public

@@ -2,29 +2,15 @@
 private module's names are re-exported (httpx's test, with ruff's isort-style order)."""
 
 from __future__ import annotations
-import __future__
 
-import types
+from support.exports import isort_key, public_names
 
 import winhv.vsp_vsc_pairs.storage as storage
 
 
-def _isort_key(name: str) -> tuple[int, str]:
-    if name.upper() == name:
-        return (0, name)
-    if name[0].isupper():
-        return (1, name)
-    return (2, name)
-
-
 def test_all_names_exactly_the_public_members() -> None:
-    public = [
-        name
-        for name, value in vars(storage).items()
-        if not name.startswith("_")
-        and not isinstance(value, (types.ModuleType, __future__._Feature))
-    ]
-    assert sorted(storage.__all__, key=_isort_key) == storage.__all__
+    public = public_names(storage)
+    assert sorted(storage.__all__, key=isort_key) == storage.__all__
     assert len(set(storage.__all__)) == len(storage.__all__)
     assert set(storage.__all__) == set(public)
 
@@ -42,6 +28,6 @@ def test_every_private_module_is_fully_re_exported() -> None:
 
     modules = (_backing, _buffer, _protocol, _scsi, _sense, _vsc_protocol, _vsp_protocol)
     for module in modules:
-        assert sorted(module.__all__, key=_isort_key) == module.__all__, module.__name__
+        assert sorted(module.__all__, key=isort_key) == module.__all__, module.__name__
         for name in module.__all__:
             assert getattr(storage, name) is getattr(module, name), name

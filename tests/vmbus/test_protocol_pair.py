@@ -6,6 +6,7 @@ import uuid
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.exports import public_names
 from support.vmbus_strategies import ProtocolPair
 
 from winhv.drivers.vmbus.protocol import (
@@ -218,5 +219,5 @@ def test_protocol_namespace_exports_exactly_the_public_names_of_its_modules():
     expected = {name for module in modules for name in module.__all__}
     assert len(protocol.__all__) == len(set(protocol.__all__)) == len(expected)
     assert set(protocol.__all__) == expected
-    public = {n for n in vars(protocol) if not n.startswith("_")} - {"annotations"}
+    public = public_names(protocol)
     assert public == expected

@@ -7,6 +7,7 @@ import mmap
 import struct
 
 import pytest
+from support.exports import public_names
 
 from winhv.drivers.vmbus import ring as ring_ns
 from winhv.drivers.vmbus.ring import (
@@ -40,7 +41,7 @@ def new_ring(data_size: int = D) -> tuple[bytearray, Ring, RingWriter, RingReade
 
 
 def test_public_names_are_exactly_all() -> None:
-    public = {name for name in vars(ring_ns) if not name.startswith("_")} - {"annotations"}
+    public = public_names(ring_ns)
     assert set(ring_ns.__all__) == public
 
 
