@@ -194,6 +194,7 @@ class End:
         ``type`` the packet type (``PacketType.COMP`` for a completion), ``trans_id`` the
         transaction id and ``match`` is any predicate on the :class:`PacketRecord`.
         """
+        __tracebackhide__ = True  # pytest: point at the caller's line
         self.mock.settle()
 
         def ok(record: PacketRecord) -> bool:
@@ -217,6 +218,7 @@ class End:
 
     def expect_nothing(self) -> None:
         """Run until settled; fail if any packet arrived here that was not expected yet."""
+        __tracebackhide__ = True  # pytest: point at the caller's line
         self.mock.settle()
         if self.inbox:
             raise ExpectationFailed(self._explain("expected no further packet"))
@@ -283,6 +285,7 @@ def pair(mock: MockHost, vsp: Vsp | None = None, vsc: type[Vsc] | None = None, *
     (``version="5.0"``, ``memory_mb=``, ``name=``). Raises :class:`~._mock.MockError` with the
     errors and the trace when the channel does not open.
     """
+    __tracebackhide__ = True  # pytest: point at the caller's line
     if vsp is None and vsc is None and interface_id is None:
         raise ValueError("give a VSP, a VSC or interface_id: two fakes need an interface GUID")
     interface = (interface_id or getattr(vsp, "interface_id", None)

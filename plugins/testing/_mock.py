@@ -286,6 +286,7 @@ class MockHost:
         exactly that version or fails with :class:`MockError`. ``guest_versions`` overrides
         what the guest proposes.
         """
+        __tracebackhide__ = True  # pytest: point at the caller's line
         name = name or f"vm{len(self.vms)}"
         if name in self.vms:
             raise ValueError(f"a VM named {name!r} already exists")
@@ -517,6 +518,7 @@ class MockHost:
 
     def assert_no_errors(self) -> None:
         """Fail (with the errors and the recent trace) if anything recorded an error."""
+        __tracebackhide__ = True  # pytest: point at the caller's line
         errors = self.errors() + [n.text for n in self.notes("error")]
         if errors:
             listing = "\n".join(f"  {e}" for e in errors)
@@ -527,6 +529,7 @@ class MockHost:
                        vm: str | None = None, stage: str | None = "sent",
                        relid: int | None = None) -> MessageRecord:
         """The first matching control message; fail with the trace if there is none."""
+        __tracebackhide__ = True  # pytest: point at the caller's line
         found = self.messages(type, direction=direction, vm=vm, stage=stage, relid=relid)
         if found:
             return found[0]
@@ -732,6 +735,7 @@ def _version(value: VmbusVersion | str | int) -> VmbusVersion:
 
 def open_device(vm: MockVm, name: str) -> tuple[HostDevice, GuestDevice]:
     """The host and guest sides of device ``name``, or :class:`MockError` if not open."""
+    __tracebackhide__ = True  # pytest: point at the caller's line
     host = vm.host_device(name)
     guest = vm.client.devices.get(host.relid)
     if host.channel is None or guest is None or guest.state != DeviceState.OPEN:

@@ -1,0 +1,228 @@
+"""The ``winhv`` pytest plugin, tested the way users meet it: test files run by ``pytester``
+with the plugin loaded from its ``pytest11`` entry point, including what a failure prints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+#: A tiny device pair the inner test files share (written as their conftest.py).
+CONFTEST = '''
+import uuid
+from winhv.plugins.api import Vsc, Vsp
+
+UPPER_IF = uuid.UUID("0d3f4a52-6b7c-4d8e-9f01-a2b3c4d5e6f7")
+
+
+class UpperVsp(Vsp):
+    interface_id = UPPER_IF
+
+    def on_packet(self, channel, packet):
+        channel.complete(packet.trans_id, bytes(packet.payload).upper())
+
+
+class UpperVsc(Vsc):
+    interface_ids = (UPPER_IF,)
+
+    def on_open(self, channel):
+        self.channel = channel
+'''
+
+
+@pytest.fixture
+def tester(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(CONFTEST)
+    return pytester
+
+
+def test_the_plugin_is_loaded_from_its_entry_point(tester: pytest.Pytester) -> None:
+    result = tester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.winhv_vmbus_version(*versions*",
+                                 "@pytest.mark.winhv_seed(n)*"])
+    result = tester.runpytest("--fixtures")
+    result.stdout.fnmatch_lines(["winhv_mock -- *", "winhv_vm_factory -- *", "winhv_vm -- *",
+                                 "winhv_harness -- *"])
+
+
+def test_fixtures_give_a_booted_host_a_connected_vm_and_a_harness(
+        tester: pytest.Pytester) -> None:
+    tester.makepyfile('''
+        import pytest
+        from conftest import UpperVsc, UpperVsp
+
+
+        def test_mock(winhv_mock):
+            assert winhv_mock.vms == {}
+            assert winhv_mock.bridge.tracer is not None
+
+
+        def test_vm(winhv_vm, winhv_mock):
+            assert winhv_vm.version is not None
+            assert winhv_mock.vms[winhv_vm.name] is winhv_vm
+
+
+        @pytest.mark.parametrize("winhv_vm", [{"memory_mb": 32, "name": "big",
+                                               "drivers": [UpperVsc]}], indirect=True)
+        def test_vm_options(winhv_vm):
+            assert winhv_vm.name == "big"
+            assert winhv_vm.client.drivers == [UpperVsc]
+
+
+        def test_factory(winhv_vm_factory):
+            a, b = winhv_vm_factory(name="a"), winhv_vm_factory(name="b", version="4.0")
+            assert (a.version >> 16, b.version >> 16) == (5, 4)
+
+
+        def test_real_pair(winhv_harness):
+            pair = winhv_harness(UpperVsp({}), UpperVsc)
+            pair.guest.request(b"abc")
+            assert pair.guest.expect(payload=b"ABC").trans_id == 1
+            pair.guest.expect_nothing()
+
+
+        def test_fake_host(winhv_harness):
+            pair = winhv_harness(vsc=UpperVsc)
+            pair.host.respond(b"ping", b"pong")
+            pair.vsc.channel.send_request(b"ping", None)
+            assert pair.host.expect(payload=b"ping")
+            assert pair.guest.expect(payload=b"pong")
+
+
+        def test_fake_guest(winhv_harness):
+            pair = winhv_harness(UpperVsp({}))
+            pair.guest.request(b"xyz")
+            assert pair.guest.expect(payload=b"XYZ")
+    ''')
+    tester.runpytest("-q").assert_outcomes(passed=7)
+
+
+def test_version_marker_runs_the_test_once_per_version(tester: pytest.Pytester) -> None:
+    tester.makepyfile('''
+        import pytest
+        from conftest import UpperVsc, UpperVsp
+
+
+        @pytest.mark.winhv_vmbus_version("4.0", "5.0", "WIN10_V5_3")
+        def test_pinned(winhv_harness, winhv_vmbus_version):
+            pair = winhv_harness(UpperVsp({}), UpperVsc)
+            assert pair.vm.version == winhv_vmbus_version
+
+
+        @pytest.mark.winhv_vmbus_version(min="5.1", max="5.3")
+        def test_range(winhv_vm, winhv_vmbus_version):
+            assert winhv_vm.version == winhv_vmbus_version
+
+
+        def test_unmarked(winhv_vmbus_version):
+            assert winhv_vmbus_version is None
+    ''')
+    result = tester.runpytest("-v")
+    result.assert_outcomes(passed=7)
+    result.stdout.fnmatch_lines(["*test_pinned?vmbus5.3? PASSED*", "*test_pinned?vmbus4.0? PASSED*",
+                                 "*test_range?vmbus5.1? PASSED*"])
+
+
+def test_unknown_version_is_a_usage_error(tester: pytest.Pytester) -> None:
+    tester.makepyfile('''
+        import pytest
+
+        @pytest.mark.winhv_vmbus_version("9.9")
+        def test_x(winhv_vm):
+            pass
+    ''')
+    result = tester.runpytest()
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*winhv_vmbus_version: unknown version '9.9'; known: 0.13,*"])
+
+
+def test_a_failing_expect_says_what_arrived_and_shows_the_trace(tester: pytest.Pytester) -> None:
+    tester.makepyfile('''
+        import pytest
+        from conftest import UpperVsc, UpperVsp
+
+
+        @pytest.mark.winhv_seed(1234)
+        def test_wrong_reply(winhv_harness):
+            pair = winhv_harness(UpperVsp({}), UpperVsc)
+            pair.guest.request(b"hello")
+            pair.guest.expect(payload=b"hello")
+    ''')
+    result = tester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        '>       pair.guest.expect(payload=b"hello")',   # the user's line, not the plugin's
+        "E   *ExpectationFailed: guest end of vm0/relid 1: expected a packet with "
+        "payload=b'hello'",
+        "E *arrived and not yet expected: 1 packet(s)",
+        "E *COMP tid=1 payload=b'HELLO\\x00\\x00\\x00'",
+        "E *channel: open",
+        "E *recent winhv trace (seed 1234, t=0 ns):",
+        "E *packet  vm0 guest->host sent relid=1 DATA_INBAND tid=1 b'hello'",
+        "*winhv trace (seed 1234; replay: --winhv-seed 1234)*",
+        "*message vm0 host->guest sent OPENCHANNEL_RESULT relid=1",
+    ])
+
+
+def test_faults_replay_with_the_seed_option(tester: pytest.Pytester) -> None:
+    tester.makepyfile('''
+        import pytest
+        from conftest import UpperVsc, UpperVsp
+
+
+        def test_flaky_signals(winhv_harness, winhv_mock):
+            pair = winhv_harness(UpperVsp({}), UpperVsc)
+            winhv_mock.duplicate("signal", probability=0.5, count=None)
+            for n in range(12):
+                pair.guest.request(bytes([65 + n]))
+                pair.guest.expect(type=11)
+            pattern = "".join("D" if s.fault else "." for s in winhv_mock.signals())
+            with open("pattern.txt", "a") as out:
+                out.write(f"{winhv_mock.seed} {pattern}\\n")
+    ''')
+    for seed in ("5", "5", "6"):
+        tester.runpytest("--winhv-seed", seed).assert_outcomes(passed=1)
+    first, second, other = (tester.path / "pattern.txt").read_text().split("\n")[:3]
+    assert first == second
+    assert first.startswith("5 ")
+    assert first[2:] != other[2:]
+
+
+def test_crash_fault_is_contained_and_reported(tester: pytest.Pytester) -> None:
+    tester.makepyfile('''
+        from conftest import UpperVsc, UpperVsp
+
+
+        def test_crash(winhv_harness, winhv_mock):
+            pair = winhv_harness(UpperVsp({}), UpperVsc)
+            winhv_mock.crash(pair.vsp, "on_packet")
+            pair.guest.request(b"boom")
+            pair.guest.expect_nothing()
+            assert pair.host.channel.closed
+            winhv_mock.assert_no_errors()
+    ''')
+    result = tester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "E   *MockError: expected no errors, found 2:",
+        "E *vm0: device: channel closed: driver raised InjectedFault: injected crash in "
+        "UpperVsp.on_packet",
+        "*fault   crash in UpperVsp.on_packet (call 1)",
+    ])
+
+
+def test_importing_the_plugin_loads_no_core_module() -> None:
+    code = textwrap.dedent('''
+        import sys
+        import winhv.plugins.pytest_plugin
+        heavy = [m for m in sys.modules if m.startswith(("winhv.drivers", "winhv.plugins.testing",
+                                                         "winhv.plugins._"))]
+        print(heavy)
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
