@@ -331,9 +331,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _register_builtin_commands() -> None:
+    from ._cli_new_device import new_device_command
     from ._cli_run import register
 
     register(cli)
+    cli.add_command(new_device_command)
 
 
 _register_builtin_commands()
