@@ -450,6 +450,13 @@ class VmbusServer:
             device.vsp.on_close(device.channel)
         except Exception as exc:
             device.errors.append(f"on_close: {exc}")
+        # The guest must learn the device is gone, or its requests would wait forever:
+        # withdraw the offer (hot remove). The guest closes, tears down and releases it.
+        if device.relid in self.devices:
+            try:
+                self.protocol.rescind(device.relid)
+            except ValueError as exc:
+                device.errors.append(f"rescind: {exc}")
 
     def modify_channel(self, relid: int, target_vp: int) -> int:
         # Retargeting interrupts is not supported (documented). MODIFYCHANNEL_RESPONSE carries

@@ -162,20 +162,23 @@ def test_a_vsp_raising_in_on_open_refuses_the_open_and_only_that_device_fails():
     assert_echo_works(loop, good.relid)
 
 
-def test_a_vsp_raising_in_on_packet_closes_its_channel_and_the_rest_go_on():
+def test_a_vsp_raising_in_on_packet_closes_its_channel_rescinds_it_and_the_rest_go_on():
     machine = boot_host()
     loop, bad_vsp, device = echo_vm("a", machine=machine, vsp=EchoVsp({"fail_in": "on_packet"}))
     good = loop.offer("good", EchoVsp(), ECHO_IF)
     other_vm, _, _ = echo_vm("b", machine=machine)
-    device.channel.send_request(frame(b"boom"))
-    loop.run()
     host_device = loop.server.devices[device.relid]
+    device.channel.send_request(frame(b"boom"))
+    loop.settle()
     reason = "driver raised RuntimeError: injected fault in EchoVsp.on_packet"
     assert bad_vsp.channel.closed
     assert bad_vsp.channel.close_reason == reason
     assert host_device.errors == [reason]
     assert loop.server.errors == [f"a: echo: channel closed: {reason}"]
     assert bad_vsp.closed == [bad_vsp.channel]
+    # The offer was withdrawn so the guest stops waiting on it: removed and released.
+    assert device.relid not in loop.client.devices
+    assert device.relid not in loop.server.devices
     assert_echo_works(loop, good.relid)
     assert_echo_works(other_vm)
     assert other_vm.server.errors == []

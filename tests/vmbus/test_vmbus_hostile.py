@@ -65,6 +65,7 @@ def _host_is_sound(vm: Loopback) -> None:
 @given(posts=_posts)
 def test_random_control_messages_never_escape_the_host(posts):
     a, b = _machine()
+    vsp = a.server.devices[1].vsp   # captured now: a faulted device is rescinded
     for connection, data in posts:
         a.guest.hv.WinHvPostMessage(connection, 1, data)
         a.settle()
@@ -77,6 +78,7 @@ def test_random_control_messages_never_escape_the_host(posts):
 
 def test_a_contact_naming_a_sint_that_does_not_exist_is_answered_on_sint_2():
     a, b = _machine()
+    vsp = a.server.devices[1].vsp   # captured now: a faulted device is rescinded
     # msg_sint 200: there is no such SINT, so the host cannot create that port.
     contact = InitiateContact(VmbusVersion.WIN10_V5_3, msg_sint=200).pack()
     a.guest.hv.WinHvPostMessage(4, 1, contact)
@@ -88,6 +90,7 @@ def test_a_contact_naming_a_sint_that_does_not_exist_is_answered_on_sint_2():
 
 def test_a_second_contact_resets_the_guests_connection_only():
     a, b = _machine()
+    vsp = a.server.devices[1].vsp   # captured now: a faulted device is rescinded
     contact = InitiateContact(VmbusVersion.WIN10_V5_3, msg_sint=2).pack()
     a.guest.hv.WinHvPostMessage(4, 1, contact)
     a.settle()
@@ -108,11 +111,12 @@ def _signal_host(vm: Loopback, relid: int = 1) -> None:
 
 def test_an_out_of_range_write_index_closes_that_channel_only():
     a, b = _machine()
+    vsp = a.server.devices[1].vsp   # captured now: a faulted device is rescinded
     device = a.client.devices[1]
     struct.pack_into("<I", a.guest.view(device.ring_gpa, 8), WRITE_INDEX_OFFSET, 0x7FFF_FFF8)
     _signal_host(a)
     a.run()
-    host = a.server.devices[1].vsp.channel
+    host = vsp.channel
     assert host.closed
     assert host.close_reason.startswith("inbound ring: ")
     assert "write_index" in host.close_reason
@@ -123,12 +127,13 @@ def test_an_out_of_range_write_index_closes_that_channel_only():
 
 def test_a_broken_descriptor_closes_that_channel_only():
     a, b = _machine()
+    vsp = a.server.devices[1].vsp   # captured now: a faulted device is rescinded
     device = a.client.devices[1]
     device.channel.send_request(frame(b"x"))        # queued; the host has not run
     data = a.guest.view(device.ring_gpa + 4096, 16)
     struct.pack_into("<HHH", data, 0, 6, 9, 3)        # offset8 9 > len8 3
     a.run()
-    host = a.server.devices[1].vsp.channel
+    host = vsp.channel
     assert host.closed
     assert "len8" in host.close_reason
     assert_echo_works(a, 2)
@@ -137,12 +142,13 @@ def test_a_broken_descriptor_closes_that_channel_only():
 
 def test_a_read_index_the_guest_broke_closes_the_hosts_sending_channel():
     a, b = _machine()
+    vsp = a.server.devices[1].vsp   # captured now: a faulted device is rescinded
     device = a.client.devices[1]
     inbound_control = a.guest.view(device.ring_gpa + RING, 8)
     struct.pack_into("<I", inbound_control, READ_INDEX_OFFSET, 12)   # not 8-byte aligned
     device.channel.send_request(frame(b"answer me"))
     a.run()
-    host = a.server.devices[1].vsp.channel
+    host = vsp.channel
     assert host.closed
     assert host.close_reason.startswith("outbound ring: ")
     assert "read_index" in host.close_reason
@@ -160,6 +166,7 @@ def test_a_read_index_the_guest_broke_closes_the_hosts_sending_channel():
 )
 def test_random_ring_corruption_never_escapes_the_host(ring, area, offset, junk, queued):
     a, b = _machine()
+    vsp = a.server.devices[1].vsp   # captured now: a faulted device is rescinded
     device = a.client.devices[1]
     for i in range(queued):
         device.channel.send_request(frame(b"request %d" % i))
@@ -177,7 +184,7 @@ def test_random_ring_corruption_never_escapes_the_host(ring, area, offset, junk,
         device.channel.send_request(frame(b"after"))
     a.run()
     _host_is_sound(a)
-    host = a.server.devices[1].vsp.channel
+    host = vsp.channel
     event(f"host channel: {host.close_reason.split(':')[0] if host.closed else 'open'}")
     assert_echo_works(a, 2)
     assert_echo_works(b)
