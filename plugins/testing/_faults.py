@@ -36,6 +36,8 @@ _PAST = {"drop": "dropped", "delay": "delayed", "duplicate": "duplicated",
 class InjectedFault(RuntimeError):
     """The exception a crash fault raises inside a driver callback (unless told another)."""
 
+    __module__ = "winhv.plugins.testing"  # its public home, shown in tracebacks
+
 
 @dataclass(eq=False)
 class Fault:

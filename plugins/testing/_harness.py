@@ -52,6 +52,8 @@ Reply = bytes | Callable[[PacketRecord], bytes | None]
 class ExpectationFailed(AssertionError):
     """An :meth:`End.expect` found no matching packet; the message says what arrived."""
 
+    __module__ = "winhv.plugins.testing"  # its public home, shown in tracebacks
+
 
 def payload_matches(payload: bytes, expected: bytes) -> bool:
     """Whether a ring payload is ``expected`` plus the ring's zero padding (< 8 bytes)."""
@@ -232,7 +234,7 @@ class End:
                 f"  arrived and not yet expected: {len(self.inbox)} packet(s)"
                 + (f"\n{arrived}" if arrived else "") + f"\n  channel: {state}"
                 + (f"\n  errors: {self.vm.errors()}" if self.vm.errors() else "")
-                + "\n" + self.mock.format_trace(30))
+                + "\n" + self.mock.format_trace(12))
 
 
 @dataclass(eq=False)

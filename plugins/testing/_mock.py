@@ -70,6 +70,8 @@ class MockError(AssertionError):
     with the recent trace.
     """
 
+    __module__ = "winhv.plugins.testing"  # its public home, shown in tracebacks
+
 
 def _direction(side: str, way: str) -> str:
     """Packet direction from a channel's side and the tap's ``"out"``/``"in"``."""

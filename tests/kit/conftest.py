@@ -62,3 +62,11 @@ def overlay(tmp_path_factory: pytest.TempPathFactory) -> Overlay:
     if sys.prefix == sys.base_prefix:
         pytest.skip("the install tests need to run inside a virtual environment")
     return Overlay(tmp_path_factory.mktemp("overlay") / "venv")
+
+
+@pytest.fixture
+def fresh_overlay(tmp_path: Path) -> Overlay:
+    """An overlay of its own, for a test that must see no other installed device package."""
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("the install tests need to run inside a virtual environment")
+    return Overlay(tmp_path / "venv")
