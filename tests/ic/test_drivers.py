@@ -410,12 +410,15 @@ def test_a_guest_with_no_common_version_gets_its_channel_closed_with_the_reason(
         name: str) -> None:
     vsp_cls, vsc_cls = IC_DRIVERS[name]
     guest = _guest_speaking(vsc_cls, _GUESTS[name], ("3.0", "1.0"), ("9.9",))
-    loop, device, _guest = connect_ic(vsp_cls(), guest, name=name)
+    loop = boot_ic_vm([guest])
+    device, _guest = offer(loop, name, vsp_cls())
     vsp = device.vsp
     assert vsp.state is IcState.FAILED
     assert vsp.channel is None
-    assert device.channel.closed
-    assert device.channel.close_reason == vsp.failure
+    assert vsp.close_reason == vsp.failure
+    # the host withdrew the offer: the guest removed and released the device
+    assert device.relid not in loop.client.devices
+    assert device.relid not in loop.server.devices
     assert vsp.failure is not None
     assert "version negotiation failed" in vsp.failure
     assert "none of the offered versions" in vsp.failure
