@@ -27,14 +27,23 @@ def vm_spec(vm: VmConfig) -> VmSpec:
     devices: list[DeviceSpec] = []
     for device in vm.devices:
         pair = device.description
-        devices.append(DeviceSpec(device.name, "device", pair.interface_id, pair.vsp, pair.vsc,
+        devices.append(DeviceSpec(device.name, "device", pair.interface_id, pair.vsp,
+                                  _guest_driver(pair.vsc, device.config),
                                   dict(device.config), pair.name))
     for ic in vm.ics:
         desc = ic.description
-        devices.append(DeviceSpec(ic.name, "ic", desc.interface_id, desc.host, desc.guest,
-                                  dict(ic.config), desc.name))
+        devices.append(DeviceSpec(ic.name, "ic", desc.interface_id, desc.host,
+                                  _guest_driver(desc.guest, ic.config), dict(ic.config),
+                                  desc.name))
     overrides = {o.interface_id: o.vsc for o in vm.drivers}
     return VmSpec(vm.name, vm.memory_mb, vm.processors, tuple(devices), overrides)
+
+
+def _guest_driver(vsc: Any, config: Any) -> Any:
+    """The VSC class to bind: the bus builds a VSC from its device alone, so a driver that
+    takes configuration offers ``configured(config) -> subclass`` to bind it."""
+    configured = getattr(vsc, "configured", None)
+    return configured(dict(config)) if callable(configured) else vsc
 
 
 def _notifier(discovery: DiscoveryResult | None) -> Any:

@@ -85,8 +85,10 @@ cdef class SynicDispatcher:
         if sints is None:
             return
         for sint in sints:
-            if self._events[sint] is not None:
-                self._take_events(sint)
+            # Always take the flags, handled or not: a flag left set never goes 0 -> 1 again,
+            # so every later signal on it would be lost (a channel's host may signal before
+            # the guest has registered its handler; the guest polls the channel once it has).
+            self._take_events(sint)
             if (<uint32_t*> (self._sim + sint * 256))[0] != 0:
                 self._take_messages(sint)
 
@@ -95,7 +97,7 @@ cdef class SynicDispatcher:
         cdef unsigned long long word
         cdef int i
         cdef int flag
-        cdef dict table = self._events[sint]
+        cdef object table = self._events[sint]
         for i in range(32):
             if words[i] == 0:
                 continue
@@ -103,7 +105,9 @@ cdef class SynicDispatcher:
             while word:
                 flag = i * 64 + __builtin_ctzll(word)
                 word &= word - 1
-                handler = table.get(flag)
+                if table is None:
+                    continue
+                handler = (<dict> table).get(flag)
                 if handler is None:
                     continue
                 self.events_received += 1

@@ -34,3 +34,12 @@ def test_module_all_names_what_the_module_defines(module: types.ModuleType) -> N
     assert sorted(module.__all__, key=_isort_key) == module.__all__
     assert defined <= set(module.__all__)
     assert all(hasattr(module, name) for name in module.__all__)
+
+
+def test_drivers_namespace_exports_exactly_its_public_names() -> None:
+    from support.exports import isort_key, public_names
+
+    from winhv.vsp_vsc_pairs.ic import drivers
+
+    assert sorted(drivers.__all__, key=isort_key) == drivers.__all__
+    assert set(drivers.__all__) == public_names(drivers)

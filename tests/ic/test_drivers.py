@@ -93,12 +93,10 @@ def test_parse_items() -> None:
             parse_items(bad)
 
 
-@pytest.mark.xfail(strict=True, reason="the kernel's SynIC dispatch loses the first channel's "
-                   "signals (tests/support/ic_io.py); remove the workaround once this passes")
-def test_the_first_channel_of_a_vm_hears_the_host_without_a_workaround() -> None:
+def test_the_first_channel_of_a_vm_hears_the_host_even_if_it_signals_before_open() -> None:
     """Only one IC in a VM, nothing else registered on SINT 2: the host's negotiation arrives
     before the guest's channel exists."""
-    loop = boot_ic_vm([HeartbeatVsc], workaround=False)
+    loop = boot_ic_vm([HeartbeatVsc])
     device, _guest = offer(loop, "heartbeat", HeartbeatVsp({"period_ms": 100}))
     run_for(loop, 1 * S)
     assert device.vsp.health is HeartbeatHealth.OK

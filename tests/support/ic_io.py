@@ -1,15 +1,5 @@
 """IC driver test support: boot a VM whose guest binds IC drivers, offer IC VSPs over real
 channels, and run virtual time.
-
-``KERNEL_FIRST_CHANNEL_WORKAROUND``: the guest kernel's compiled SynIC dispatch
-(``drivers/kernel/_synic.pyx``) skips the SIEF flags of a SINT until some event handler was
-registered on it, so a flag set before the VM's *first* channel opened is never cleared, and
-every later host signal on it is lost (an event interrupts only on 0 -> 1, fact sheet §2.5).
-An IC host sends its negotiation the moment the guest opens the channel, which hits this for
-the first channel of a VM. Until the kernel takes (and drops) flags without a handler,
-:func:`boot_ic_vm` registers a no-op handler on SINT 2 flag 0 (no channel uses relid 0) so the
-table exists. ``tests/ic/test_drivers.py::test_first_channel_of_a_vm_hears_the_host`` shows
-the bug without the workaround (strict xfail: it fails loudly once the kernel is fixed).
 """
 
 from __future__ import annotations
@@ -22,19 +12,10 @@ from winhv.drivers.vmbus._guest import DeviceState, GuestDevice
 from winhv.drivers.vmbus.device import Vsc, Vsp
 from winhv.drivers.vmbus.loopback import Loopback, boot_vm
 
-#: See the module docstring.
-KERNEL_FIRST_CHANNEL_WORKAROUND = True
-VMBUS_SINT = 2
 
-
-def boot_ic_vm(drivers: Sequence[type[Vsc]], *,
-               workaround: bool = KERNEL_FIRST_CHANNEL_WORKAROUND,
-               **boot: Any) -> Loopback:
+def boot_ic_vm(drivers: Sequence[type[Vsc]], **boot: Any) -> Loopback:
     """A booted VM whose guest binds ``drivers``."""
-    loop = boot_vm(list(drivers), **boot)
-    if workaround:
-        loop.guest.on_event(VMBUS_SINT, 0, lambda: None)
-    return loop
+    return boot_vm(list(drivers), **boot)
 
 
 def offer(loop: Loopback, name: str, vsp: Vsp,

@@ -27,7 +27,9 @@ offset). :class:`TimesyncGuest` disciplines it:
   ``adjtime``). The clock never jumps and never runs backwards while slewing.
 
 **Tolerance achieved** (tested in ``tests/ic/test_timesync.py``): with version 4.0, any
-initial offset, drift up to ±500 ppm and any constant delivery latency, from the third sample
+initial offset, drift up to ±400 ppm (comfortably inside the 500 ppm slew limit: at the
+limit itself the correction has no headroom left for phase) and any constant delivery
+latency, from the third sample
 on (SYNC and two SAMPLEs) the guest clock is within 1 µs (10 units) of the host clock at every
 instant; the residue is rounding to 100 ns units. With a version < 4.0 the error instead
 settles at the one-way delivery latency, which that layout cannot see.
