@@ -1,0 +1,151 @@
+# Included by _ring.pyx: the packet as read (§4.3) and the GPA-direct extension codec.
+
+@cython.auto_pickle(False)
+@cython.no_gc
+@cython.final
+@cython.freelist(64)
+cdef class Packet:
+    """One packet as the reader found it (§4.3).
+
+    ``payload`` is everything from ``offset8 * 8`` to ``len8 * 8``, padding included (the wire
+    carries no finer length). When the packet does not wrap around the end of the data area it
+    is a zero-copy, read-only ``memoryview`` into the ring: valid until ``RingReader.done()``
+    hands the space back to the producer, who may then overwrite it (copy what must outlive
+    that). When the packet wraps, ``payload``
+    and ``header`` are ``bytes`` copies taken at ``peek()``. ``header`` is the type-specific
+    extension between the descriptor and the payload. ``ranges`` is set for GPA-direct packets
+    (type 9): a tuple of ``(byte_count, byte_offset, pfns)`` with ``pfns`` a tuple of ints.
+    """
+
+    cdef readonly uint16_t flags
+    cdef readonly uint16_t offset8
+    cdef readonly uint16_t len8
+    cdef readonly uint64_t trans_id
+    cdef readonly uint32_t start
+    cdef readonly object ranges
+    cdef uint16_t _type
+    cdef object _src          # memoryview of the data area, or the bytes copy of a wrapped packet
+    cdef uint32_t _base       # packet start within _src
+    cdef object _payload
+    cdef object _header
+
+    def __init__(self):
+        raise TypeError("Packet objects are created by RingReader")
+
+    @property
+    def type(self):
+        """The packet type as a :class:`PacketType` member."""
+        return _TYPES[self._type]
+
+    @property
+    def completion_requested(self) -> bool:
+        return bool(self.flags & 1)
+
+    @property
+    def payload(self):
+        if self._payload is None:
+            self._payload = self._src[self._base + self.offset8 * 8:self._base + self.len8 * 8]
+        return self._payload
+
+    @property
+    def header(self):
+        if self._header is None:
+            if self.offset8 == 2:
+                self._header = _EMPTY
+            else:
+                self._header = self._src[self._base + _DESC:self._base + self.offset8 * 8]
+        return self._header
+
+    def __repr__(self):
+        return (
+            f"Packet(type={self.type!r}, flags={self.flags:#x}, trans_id={self.trans_id:#x}, "
+            f"offset8={self.offset8}, len8={self.len8}, start={self.start:#x})"
+        )
+
+
+cdef inline Packet _new_packet():
+    return Packet.__new__(Packet)
+
+
+def encode_gpa_direct(ranges) -> bytes:
+    """The type-9 extension for ``ranges``: reserved u32, range_cnt u32, then per range
+    byte_count u32, byte_offset u32 and its u64 PFNs (fact sheet §4.3)."""
+    cdef list rs = list(ranges)
+    if not rs:
+        raise ValueError("a GPA-direct packet needs at least one range")
+    cdef Py_ssize_t n = _GPA_HDR
+    cdef list norm = []
+    cdef uint64_t need
+    for item in rs:
+        byte_count, byte_offset, pfns = item
+        pfns = tuple(pfns)
+        if not 0 <= byte_offset < _PAGE:
+            raise ValueError(f"byte_offset={byte_offset}: expected 0..4095")
+        if not 0 <= byte_count <= 0xFFFFFFFF:
+            raise ValueError(f"byte_count={byte_count}: expected a u32")
+        need = (<uint64_t>byte_offset + <uint64_t>byte_count + _PAGE - 1) // _PAGE
+        if <uint64_t>len(pfns) != need:
+            raise ValueError(
+                f"range (byte_count={byte_count}, byte_offset={byte_offset}) needs {need} "
+                f"PFNs, got {len(pfns)}"
+            )
+        norm.append((byte_count, byte_offset, pfns))
+        n += _RANGE_HDR + 8 * len(pfns)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+    cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(out)
+    _set32(p, 0)
+    _set32(p + 4, <uint32_t>len(norm))
+    p += _GPA_HDR
+    for byte_count, byte_offset, pfns in norm:
+        _set32(p, byte_count)
+        _set32(p + 4, byte_offset)
+        p += _RANGE_HDR
+        for pfn in pfns:
+            _set64(p, pfn)
+            p += 8
+    return out
+
+
+cdef tuple _parse_gpa(const uint8_t *pkt, uint16_t off8, uint32_t start, uint32_t size):
+    """Validate and decode a GPA-direct extension (§4.3) from a contiguous packet image."""
+    cdef uint32_t ext = (<uint32_t>off8 - 2) * 8
+    cdef const uint8_t *p = pkt + _DESC
+    if ext < _GPA_HDR:
+        raise RingCorruptError("offset8", off8, ">= 3 for a GPA-direct packet (range header)",
+                               _CTL + (start + 2) % size, size)
+    cdef uint32_t count = _u32(p + 4)
+    if count == 0:
+        raise RingCorruptError("range_cnt", count, ">= 1", _CTL + (start + 20) % size, size)
+    cdef uint32_t pos = _GPA_HDR
+    cdef uint32_t i, k, byte_count, byte_offset
+    cdef uint64_t npfn
+    cdef list out = []
+    cdef list pfns
+    for i in range(count):
+        if pos + _RANGE_HDR > ext:
+            raise RingCorruptError(
+                "range_cnt", count, f"consistent with the {ext:#x}-byte extension "
+                f"(range {i} starts past it)", _CTL + (start + 20) % size, size)
+        byte_count = _u32(p + pos)
+        byte_offset = _u32(p + pos + 4)
+        if byte_offset >= _PAGE:
+            raise RingCorruptError("byte_offset", byte_offset, "< 4096 (offset in first page)",
+                                   _CTL + (start + _DESC + pos + 4) % size, size)
+        npfn = (<uint64_t>byte_count + byte_offset + _PAGE - 1) // _PAGE
+        if pos + _RANGE_HDR + npfn * 8 > ext:
+            raise RingCorruptError(
+                "byte_count", byte_count,
+                f"covered by the extension ({npfn} PFNs needed, "
+                f"{(ext - pos - _RANGE_HDR) // 8} present)",
+                _CTL + (start + _DESC + pos) % size, size)
+        pos += _RANGE_HDR
+        pfns = []
+        for k in range(<uint32_t>npfn):
+            pfns.append(_u64(p + pos + 8 * k))
+        pos += <uint32_t>npfn * 8
+        out.append((byte_count, byte_offset, tuple(pfns)))
+    if pos != ext:
+        raise RingCorruptError(
+            "range_cnt", count, f"consistent with the {ext:#x}-byte extension "
+            f"({ext - pos:#x} bytes left over)", _CTL + (start + 20) % size, size)
+    return tuple(out)
