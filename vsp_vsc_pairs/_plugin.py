@@ -8,7 +8,9 @@ drivers' table (classes, configuration); pairs and VID services are added as the
 
 from __future__ import annotations
 
+from winhv.drivers.vid import MemoryReserve
 from winhv.plugins.api import (
+    ConfigField,
     IcDescription,
     PairDescription,
     VidServiceDescription,
@@ -33,5 +35,13 @@ def winhv_integration_components() -> tuple[IcDescription, ...]:
 
 @hookimpl
 def winhv_vid_services() -> tuple[VidServiceDescription, ...]:
-    """The built-in VID services (none yet)."""
-    return ()
+    """The built-in VID services: ``memory-reserve`` (admission against a root-memory floor)."""
+    return (
+        VidServiceDescription(
+            name=MemoryReserve.name,
+            service=MemoryReserve,
+            config=(ConfigField("reserve_mb", int, default=64, minimum=0,
+                                doc="Root memory (MiB) no VM may eat into."),),
+            summary="Refuses a VM whose memory would leave the root below its reserve.",
+        ),
+    )
