@@ -11,6 +11,8 @@ The sans-IO core of the ``storage`` pair (issue #8). The VMBus channel drivers w
 * ``FileBackingStore`` -- the raw image (created if missing, never truncated), read and written
   in place from guest memory with ``os.preadv``/``os.pwritev``;
 * ``DataBuffer`` -- a request's data: the memoryviews of its GPA range;
+* ``StorVsp``/``StorVsc`` -- the channel drivers (``STORAGE_CONFIG`` is the pair's schema) and
+  ``BlockDevice``, the disk as a guest workload uses it;
 * the wire format: ``OPERATIONS``, ``VstorVersion``, ``NtStatus``, ``SRB_STATUSES``,
   ``ScsiRequest``, ``parse_packet``/``build_packet``.
 
@@ -21,6 +23,7 @@ A guest's bytes either produce a completion (SCSI errors included) or raise
 from __future__ import annotations
 
 from ._backing import BackingStore, BackingStoreRangeError, FileBackingStore
+from ._blockdev import BlockCallback, BlockDevice, BlockDeviceError, queue_depth_for_ring
 from ._buffer import BufferLike, DataBuffer
 from ._protocol import (
     AUTOSENSE_VALID,
@@ -88,6 +91,7 @@ from ._sense import (
     SenseKey,
     parse_sense,
 )
+from ._vsc import StorVsc
 from ._vsc_protocol import (
     CLIENT_VERSIONS,
     Capacity,
@@ -102,6 +106,13 @@ from ._vsc_protocol import (
     parse_inquiry,
     parse_read_capacity_10,
     parse_read_capacity_16,
+)
+from ._vsp import (
+    OFFER_PROPERTIES_SIZE,
+    STORAGE_CONFIG,
+    StorVsp,
+    resolve_image_path,
+    run_directory,
 )
 from ._vsp_protocol import SERVER_VERSIONS, DiskAddress, StorvspProtocol, VspState
 
@@ -118,6 +129,7 @@ __all__ = [
     "LOGICAL_BLOCK_ADDRESS_OUT_OF_RANGE",
     "MAX_UNMAP_DESCRIPTORS",
     "NO_SENSE",
+    "OFFER_PROPERTIES_SIZE",
     "OPERATIONS",
     "PACKET_HEADER_SIZE",
     "PACKET_SIZE_V1",
@@ -134,12 +146,16 @@ __all__ = [
     "SPACE_ALLOCATION_FAILED_WRITE_PROTECT",
     "SRB_STATUSES",
     "STORAGE_CHANNEL_SUPPORTS_MULTI_CHANNEL",
+    "STORAGE_CONFIG",
     "UNION_SIZE",
     "UNRECOVERED_READ_ERROR",
     "WRITE_ERROR",
     "WRITE_PROTECTED",
     "BackingStore",
     "BackingStoreRangeError",
+    "BlockCallback",
+    "BlockDevice",
+    "BlockDeviceError",
     "BufferLike",
     "Capacity",
     "ChannelProperties",
@@ -169,6 +185,8 @@ __all__ = [
     "SrbRequest",
     "SrbStatus",
     "SrbStatusSpec",
+    "StorVsc",
+    "StorVsp",
     "StorvscProtocol",
     "StorvspProtocol",
     "VmscsiRequestStruct",
@@ -187,5 +205,8 @@ __all__ = [
     "parse_read_capacity_10",
     "parse_read_capacity_16",
     "parse_sense",
+    "queue_depth_for_ring",
     "report_luns",
+    "resolve_image_path",
+    "run_directory",
 ]
