@@ -8,6 +8,8 @@ drivers' table (classes, configuration); pairs and VID services are added as the
 
 from __future__ import annotations
 
+import uuid
+
 from winhv.drivers.vid import MemoryReserve
 from winhv.plugins.api import (
     ConfigField,
@@ -17,14 +19,18 @@ from winhv.plugins.api import (
     hookimpl,
 )
 from winhv.vsp_vsc_pairs.ic._driver_table import ic_descriptions
+from winhv.vsp_vsc_pairs.storage import SCSI_INTERFACE_ID, STORAGE_CONFIG, StorVsc, StorVsp
 
 __all__ = ["winhv_integration_components", "winhv_vid_services", "winhv_vsp_vsc_pairs"]
 
 
 @hookimpl
 def winhv_vsp_vsc_pairs() -> tuple[PairDescription, ...]:
-    """The built-in device pairs (none yet: storage and network come with their issues)."""
-    return ()
+    """The built-in device pairs: ``storage``, a SCSI disk on a raw image (§6.1)."""
+    return (PairDescription(
+        name="storage", interface_id=uuid.UUID(SCSI_INTERFACE_ID), version="1.0",
+        vsp=StorVsp, vsc=StorVsc, config=STORAGE_CONFIG,
+        summary="synthetic SCSI disk (vstor, storvsp/storvsc) backed by a raw image file"),)
 
 
 @hookimpl
