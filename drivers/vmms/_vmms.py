@@ -135,8 +135,14 @@ class Vmms:
     def stop(self, name: str, *, force: bool = False, timeout_s: float = STOP_TIMEOUT_S,
              reason: int = 0x80000000) -> Vm:
         """Running/Paused -> Stopping -> Off. Graceful through the shutdown IC when the VM
-        has one and ``force`` is false; hard after ``timeout_s`` (virtual) otherwise."""
+        has one and ``force`` is false; hard after ``timeout_s`` (virtual) otherwise.
+        Starting -> Stopping -> Off at once (hard); Saved -> Off discards the saved state."""
         vm = self.get(name)
+        if vm.state is S.SAVED:
+            # Nothing runs: turning a saved VM off discards its saved state (Saved -> Off).
+            vm.reason = "saved state discarded"
+            self._hard_stop(vm)
+            return vm
         if vm.state is S.STARTING:
             self._set(vm, S.STOPPING, "stop")
             self._hard_stop(vm)
