@@ -242,13 +242,17 @@ class Vmms:
     # -- progress ------------------------------------------------------------------------------
 
     def update(self) -> None:
-        """Advance transitional states from what the workers report (call after running)."""
+        """Advance transitional states from what the workers report (call after running).
+        A worker that reports a :attr:`~winhv.drivers.vmwp.Worker.failure` fails its VM
+        (whatever its state) and only that VM."""
         for vm in list(self._vms.values()):
             worker = vm.worker
             if worker is None:
                 continue
             try:
-                if vm.state is S.STARTING and worker.booted:
+                if worker.failure is not None:
+                    self._fail(vm, f"worker failed: {worker.failure}")
+                elif vm.state is S.STARTING and worker.booted:
                     self._set(vm, S.RUNNING, "finish starting")
                 elif vm.state in (S.STOPPING, S.RUNNING) and worker.powered_off:
                     if vm.state is S.RUNNING:

@@ -55,6 +55,8 @@ class Worker:
         self.host_devices: dict[str, HostDevice] = {}
         self.errors: list[str] = []
         self.powered_off = False
+        #: Why the worker (or its guest) failed; VMMS marks the VM FAILED on its next update.
+        self.failure: str | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.name}>"
@@ -68,6 +70,14 @@ class Worker:
 
     def _error(self, text: str) -> None:
         self.errors.append(text)
+
+    def fail(self, reason: str) -> None:
+        """Record a fault that ends this VM (the first reason wins). VMMS reads
+        :attr:`failure` on its next update and fails only this VM."""
+        if self.failure is None:
+            self.failure = reason
+            self.errors.append(f"worker failed: {reason}")
+            self._event("worker_failed", reason=reason)
 
     # -- bring-up ------------------------------------------------------------------------------
 
@@ -102,7 +112,17 @@ class Worker:
                                      name=self.name),
                        name=self.name, clock=hv.scheduler, power_off=self._power_off)
         guest.on_fault = lambda where, exc: self._error(f"guest {where}: {exc}")
-        hv.set_interrupt_handler(pid, 0, guest.interrupt)
+        interrupt = guest.interrupt
+
+        def isr(vector: int) -> None:
+            # The kernel contains its drivers' faults; one escaping its ISR is a guest crash.
+            try:
+                interrupt(vector)
+            except Exception as exc:
+                self.fail(f"the guest crashed in its interrupt handler (vector {vector:#x}): "
+                          f"{type(exc).__name__}: {exc}")
+
+        hv.set_interrupt_handler(pid, 0, isr)
         guest.enable_synic()
         drivers = []
         for device in self.spec.devices:
