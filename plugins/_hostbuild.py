@@ -8,6 +8,9 @@ matching lifecycle hook.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from winhv.drivers.vid import VidService
@@ -46,28 +49,76 @@ def _guest_driver(vsc: Any, config: Any) -> Any:
     return configured(dict(config)) if callable(configured) else vsc
 
 
-def _notifier(discovery: DiscoveryResult | None) -> Any:
-    """Forward VMMS/worker events to the lifecycle hooks (docs/hooks.md)."""
+@dataclass(frozen=True, slots=True)
+class _HookDevice:
+    """The ``device`` argument of ``winhv_device_bound``/``winhv_device_unbound``."""
+
+    name: str
+    interface_id: uuid.UUID
+    instance_id: uuid.UUID
+    #: The guest's VSC instance bound to the device.
+    driver: Any
+    relid: int
+
+
+@dataclass(frozen=True, slots=True)
+class _HookChannel:
+    """The ``channel`` argument of ``winhv_channel_opened``/``winhv_channel_closed``."""
+
+    child_relid: int
+    interface_id: uuid.UUID
+    instance_id: uuid.UUID
+    sub_channel_index: int
+    #: The device's name in the driver set.
+    name: str
+
+
+def _hook_device(details: dict[str, Any]) -> _HookDevice:
+    guest = details["guest_device"]
+    return _HookDevice(details["name"], guest.interface_id, guest.instance_id,
+                       details["driver"], guest.relid)
+
+
+def _hook_channel(details: dict[str, Any]) -> _HookChannel:
+    return _HookChannel(details["relid"], uuid.UUID(details["interface_id"]),
+                        uuid.UUID(details["instance_id"]), details["sub_channel_index"],
+                        details["name"])
+
+
+def _notifier(discovery: DiscoveryResult | None, vm_named: Callable[[str], Any]) -> Any:
+    """Forward VMMS/worker events to the lifecycle hooks with the arguments docs/hooks.md
+    promises: ``vm`` is VMMS's record of the VM (``name``, ``state``), states are lower-case
+    names (``"off"``, ``"running"``), devices and channels are objects with the documented
+    attributes."""
     if discovery is None:
         return None
 
     def notify(event: str, **details: Any) -> None:
-        vm = details.get("vm")
+        if event not in _HOOK_OF:
+            return
+        vm = vm_named(details["vm"])
+        hook = _HOOK_OF[event]
         if event == "vm_state_changed":
-            discovery.notify("winhv_vm_state_changed", vm=vm, old=str(details["old"]),
-                             new=str(details["new"]))
-        elif event == "device_bound":
-            discovery.notify("winhv_device_bound", vm=vm, device=details["device"])
-        elif event == "device_unbound":
-            discovery.notify("winhv_device_unbound", vm=vm, device=details["device"],
-                             reason=details.get("reason"))
-        elif event == "channel_opened":
-            discovery.notify("winhv_channel_opened", vm=vm, channel=details)
-        elif event == "channel_closed":
-            discovery.notify("winhv_channel_closed", vm=vm, channel=details,
-                             reason=details.get("reason"))
+            discovery.notify(hook, vm=vm, old=details["old"].value.lower(),
+                             new=details["new"].value.lower())
+        elif event in ("device_bound", "device_unbound"):
+            extra = {"reason": details["reason"]} if event == "device_unbound" else {}
+            discovery.notify(hook, vm=vm, device=_hook_device(details), **extra)
+        else:
+            extra = {"reason": details["reason"]} if event == "channel_closed" else {}
+            discovery.notify(hook, vm=vm, channel=_hook_channel(details), **extra)
 
     return notify
+
+
+#: VMMS/worker event -> the lifecycle hook it is forwarded to.
+_HOOK_OF = {
+    "vm_state_changed": "winhv_vm_state_changed",
+    "device_bound": "winhv_device_bound",
+    "device_unbound": "winhv_device_unbound",
+    "channel_opened": "winhv_channel_opened",
+    "channel_closed": "winhv_channel_closed",
+}
 
 
 def boot_driver_set(driver_set: DriverSet, discovery: DiscoveryResult | None = None, *,
@@ -77,7 +128,8 @@ def boot_driver_set(driver_set: DriverSet, discovery: DiscoveryResult | None = N
     for service in driver_set.host.services:
         instance = service.description.service(dict(service.config))
         services.append(instance)
-    hook = _notifier(discovery)
+    booted: list[Host] = []   # the host, once made: hooks get VMMS's record of each VM
+    hook = _notifier(discovery, lambda name: booted[0].vmms.get(name))
 
     def notify(event: str, **details: Any) -> None:
         if hook is not None:
@@ -90,6 +142,7 @@ def boot_driver_set(driver_set: DriverSet, discovery: DiscoveryResult | None = N
     host = Host(root_memory_mb=max(driver_set.host.root_memory_mb, needed),
                 vmbus_version=driver_set.host.vmbus_version, bridge=bridge,
                 services=services, notify=notify)
+    booted.append(host)
     for vm in driver_set.vms:
         host.vmms.create(vm_spec(vm))
     return host

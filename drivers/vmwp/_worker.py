@@ -57,6 +57,8 @@ class Worker:
         self.powered_off = False
         #: Why the worker (or its guest) failed; VMMS marks the VM FAILED on its next update.
         self.failure: str | None = None
+        #: Guest devices bound and not yet reported unbound, by relid.
+        self._bound: dict[int, GuestDevice] = {}
 
     def __repr__(self) -> str:
         return f"<Worker {self.name}>"
@@ -135,12 +137,37 @@ class Worker:
 
     def _device_changed(self, event: str, device: GuestDevice) -> None:
         if event == "bound":
-            self._event("device_bound", device=device.describe())
-            self._event("channel_opened", relid=device.relid,
-                        interface_id=str(device.interface_id))
-        elif event == "unbound":
-            self._event("device_unbound", device=device.describe(), reason=device.error)
-            self._event("channel_closed", relid=device.relid, reason=device.error)
+            self._bound[device.relid] = device
+            self._event("device_bound", **self._device_details(device))
+            self._event("channel_opened", **self._channel_details(device))
+        elif event == "unbound" and self._bound.pop(device.relid, None) is not None:
+            self._unbound(device, self._unbind_reason(device))
+
+    def _unbound(self, device: GuestDevice, reason: str) -> None:
+        self._event("device_unbound", reason=reason, **self._device_details(device))
+        self._event("channel_closed", reason=reason, **self._channel_details(device))
+
+    def _device_name(self, relid: int) -> str:
+        host = self.server.devices.get(relid) if self.server is not None else None
+        return host.name if host is not None else f"relid {relid}"
+
+    def _device_details(self, device: GuestDevice) -> dict[str, Any]:
+        return {"device": device.describe(), "name": self._device_name(device.relid),
+                "guest_device": device, "driver": device.driver}
+
+    def _channel_details(self, device: GuestDevice) -> dict[str, Any]:
+        return {"relid": device.relid, "name": self._device_name(device.relid),
+                "interface_id": str(device.interface_id),
+                "instance_id": str(device.instance_id),
+                "sub_channel_index": device.offer.sub_channel_index}
+
+    def _unbind_reason(self, device: GuestDevice) -> str:
+        """The hook vocabulary (docs/hooks.md): ``fault: ...``, ``rescind`` or ``vm-stop``."""
+        if device.state is DeviceState.FAILED:
+            return f"fault: {device.error}"
+        if self.client is not None and device.relid in self.client.protocol.rescinded:
+            return "rescind"
+        return "vm-stop"
 
     @property
     def booted(self) -> bool:
@@ -184,9 +211,14 @@ class Worker:
     # -- teardown ------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Tear the VM down: close every channel, stop the VSPs, destroy the partition."""
+        """Tear the VM down: close every channel, stop the VSPs, destroy the partition.
+        Devices still bound are reported unbound (and their channels closed) as ``vm-stop``:
+        the guest that would have unbound them is gone."""
         if self.server is not None:
             self.server.shutdown()
+        bound, self._bound = self._bound, {}
+        for device in bound.values():
+            self._unbound(device, "vm-stop")
         if self.partition is not None:
             pid = self.partition.partition_id
             with contextlib.suppress(KeyError, ValueError):
