@@ -24,7 +24,8 @@ The guest is untrusted. What it can do wrong and what follows:
 * more than ``queue_depth`` completions the guest has not made room for (they wait in the
   channel's backlog because its inbound ring is full): each further SRB is not executed and
   completes at once with SRB status BUSY and SCSI status TASK SET FULL (SAM-5 5.3), the
-  target's "queue full" answer; the guest retries once it has read its completions.
+  target's "queue full" answer; the guest retries once it has read its completions. A guest
+  that reads nothing until even the channel's backlog limit is reached has its channel closed.
 
 Configuration (:data:`STORAGE_CONFIG`, the pair's schema): ``path`` (the image),
 ``size_mb`` (used only when the image is created), ``read_only``, ``queue_depth``,
@@ -43,6 +44,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
+from winhv.drivers.vmbus import ChannelError
 from winhv.drivers.vmbus.device import OfferSpec, Vsp
 from winhv.drivers.vmbus.ring import PacketType
 from winhv.plugins.api import ConfigField, validate_config
@@ -251,7 +253,10 @@ class StorVsp(Vsp):
         except ValueError as exc:  # guest_view: a PFN outside the guest's RAM
             self._fail(channel, f"GPA range: {exc}")
             return
-        channel.complete(packet.trans_id, reply)
+        try:
+            channel.complete(packet.trans_id, reply)
+        except ChannelError as exc:  # the backlog limit: the guest reads nothing at all
+            self._fail(channel, f"completions: {exc}")
 
     def _views(self, ranges: Any) -> list[memoryview]:
         """One view of guest RAM per run of contiguous PFNs, in order (ValueError if any page
