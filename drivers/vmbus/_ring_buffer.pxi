@@ -132,14 +132,18 @@ cdef class Ring:
             m = _MAX_LEN8 * 8 + _TRAILER
         return m
 
-    cdef uint32_t _index(self, int off, str name) except? 0xFFFFFFFF:
+    cdef inline uint32_t _index(self, int off, str name) except? 0xFFFFFFFF:
         """Load a control index and check §4.1: ``< D`` and 8-byte aligned."""
         cdef uint32_t v = winhv_ring_load32(self._ctl + off)
+        if v >= self._size or v & 7:
+            self._bad_index(off, name, v)
+            return 0xFFFFFFFF
+        return v
+
+    cdef int _bad_index(self, int off, str name, uint32_t v) except -1:
         if v >= self._size:
             raise RingCorruptError(name, v, f"< the data size", off, self._size)
-        if v & 7:
-            raise RingCorruptError(name, v, "8-byte aligned", off, self._size)
-        return v
+        raise RingCorruptError(name, v, "8-byte aligned", off, self._size)
 
     # -- data-area copies; callers guarantee pos < D and n <= D ---------------------------------
     cdef inline void _put(self, uint32_t pos, const uint8_t *src, uint32_t n) noexcept nogil:
@@ -167,4 +171,5 @@ cdef class Ring:
             memcpy(dst + first, self._data, n - first)
 
     cdef inline uint32_t _wrap(self, uint64_t pos) noexcept nogil:
-        return <uint32_t>(pos % self._size)
+        """``pos mod D`` for ``pos < 2 * D`` (an index plus at most D), without a division."""
+        return <uint32_t>(pos - self._size if pos >= self._size else pos)

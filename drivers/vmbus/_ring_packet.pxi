@@ -1,5 +1,19 @@
 # Included by _ring.pyx: the packet as read (§4.3) and the GPA-direct extension codec.
 
+cdef struct _Desc:
+    # A descriptor the reader has validated (§4.3), and where its packet starts.
+    uint16_t type
+    uint16_t off8
+    uint16_t len8
+    uint16_t flags
+    uint64_t trans_id
+    uint32_t start
+
+
+cdef Py_ssize_t _ONE = 1         # the stride of an exported payload
+cdef char *_FORMAT_B = b"B"      # and its format: unsigned bytes
+
+
 @cython.auto_pickle(False)
 @cython.no_gc
 @cython.final
@@ -11,10 +25,17 @@ cdef class Packet:
     carries no finer length). When the packet does not wrap around the end of the data area it
     is a zero-copy, read-only ``memoryview`` into the ring: valid until ``RingReader.done()``
     hands the space back to the producer, who may then overwrite it (copy what must outlive
-    that). When the packet wraps, ``payload``
-    and ``header`` are ``bytes`` copies taken at ``peek()``. ``header`` is the type-specific
-    extension between the descriptor and the payload. ``ranges`` is set for GPA-direct packets
-    (type 9): a tuple of ``(byte_count, byte_offset, pfns)`` with ``pfns`` a tuple of ints.
+    that); each access returns a new view of the same bytes. When the packet wraps, ``payload`` and ``header`` are ``bytes`` cut from a copy of
+    the packet taken when it was read. ``header`` is the type-specific extension between the
+    descriptor and the payload. ``ranges`` is set for GPA-direct packets (type 9): a tuple of
+    ``(byte_count, byte_offset, pfns)`` with ``pfns`` a tuple of ints.
+
+    A packet also exports its payload through the buffer protocol, read-only, so
+    ``bytes(packet)`` copies the payload and ``memoryview(packet)`` is a view like ``payload``.
+
+    Why the fields are few and the views lazy: a reader creates one of these per packet, so
+    building it must cost a handful of stores. ``payload``, ``header`` and ``type`` are only
+    materialised when asked for; ``type`` is a cached :class:`PacketType` member.
     """
 
     cdef readonly uint16_t flags
@@ -24,8 +45,9 @@ cdef class Packet:
     cdef readonly uint32_t start
     cdef readonly object ranges
     cdef uint16_t _type
-    cdef object _src          # memoryview of the data area, or the bytes copy of a wrapped packet
-    cdef uint32_t _base       # packet start within _src
+    cdef object _src           # what keeps _ptr valid: the Ring, or the bytes copy of a wrap
+    cdef const uint8_t *_ptr   # the packet's first byte (descriptor) in that memory
+    cdef Py_ssize_t _plen      # payload length, the exported buffer's shape
     cdef object _payload
     cdef object _header
 
@@ -43,8 +65,12 @@ cdef class Packet:
 
     @property
     def payload(self):
+        # Not cached when it is a view: the view refers to this packet (its exporter), and a
+        # cached one would make a cycle that this no-GC class never frees.
+        if type(self._src) is not bytes:
+            return PyMemoryView_FromObject(self)
         if self._payload is None:
-            self._payload = self._src[self._base + self.offset8 * 8:self._base + self.len8 * 8]
+            self._payload = (<bytes>self._src)[self.offset8 * 8:self.len8 * 8]
         return self._payload
 
     @property
@@ -52,9 +78,29 @@ cdef class Packet:
         if self._header is None:
             if self.offset8 == 2:
                 self._header = _EMPTY
+            elif type(self._src) is bytes:
+                self._header = (<bytes>self._src)[_DESC:self.offset8 * 8]
             else:
-                self._header = self._src[self._base + _DESC:self._base + self.offset8 * 8]
+                self._header = (<Ring>self._src)._mv[self.start + _DESC:self.start + self.offset8 * 8]
         return self._header
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("a packet's payload is read-only (it is the producer's data)")
+        view.buf = <void *>(self._ptr + self.offset8 * 8)
+        view.obj = self
+        view.len = self._plen
+        view.readonly = 1
+        view.itemsize = 1
+        view.format = _FORMAT_B if flags & PyBUF_FORMAT else NULL
+        view.ndim = 1
+        view.shape = &self._plen if flags & PyBUF_ND else NULL
+        view.strides = &_ONE if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        view.suboffsets = NULL
+        view.internal = NULL
+
+    def __releasebuffer__(self, Py_buffer *view):
+        pass
 
     def __repr__(self):
         return (
@@ -63,8 +109,19 @@ cdef class Packet:
         )
 
 
-cdef inline Packet _new_packet():
-    return Packet.__new__(Packet)
+cdef Packet _new_packet(_Desc *d, object src, const uint8_t *ptr):
+    """A Packet for the validated descriptor ``d`` whose bytes start at ``ptr`` in ``src``."""
+    cdef Packet pkt = Packet.__new__(Packet)
+    pkt._type = d.type
+    pkt.flags = d.flags
+    pkt.offset8 = d.off8
+    pkt.len8 = d.len8
+    pkt.trans_id = d.trans_id
+    pkt.start = d.start
+    pkt._src = src
+    pkt._ptr = ptr
+    pkt._plen = (<Py_ssize_t>d.len8 - d.off8) * 8
+    return pkt
 
 
 def encode_gpa_direct(ranges) -> bytes:
@@ -106,8 +163,10 @@ def encode_gpa_direct(ranges) -> bytes:
     return out
 
 
-cdef tuple _parse_gpa(const uint8_t *pkt, uint16_t off8, uint32_t start, uint32_t size):
-    """Validate and decode a GPA-direct extension (§4.3) from a contiguous packet image."""
+cdef tuple _parse_gpa(const uint8_t *pkt, uint16_t off8, uint32_t start, uint32_t size,
+                      bint build):
+    """Validate a GPA-direct extension (§4.3) from a contiguous packet image, and decode it
+    when ``build`` (else return None: the batch payload reads validate without decoding)."""
     cdef uint32_t ext = (<uint32_t>off8 - 2) * 8
     cdef const uint8_t *p = pkt + _DESC
     if ext < _GPA_HDR:
@@ -139,13 +198,14 @@ cdef tuple _parse_gpa(const uint8_t *pkt, uint16_t off8, uint32_t start, uint32_
                 f"{(ext - pos - _RANGE_HDR) // 8} present)",
                 _CTL + (start + _DESC + pos) % size, size)
         pos += _RANGE_HDR
-        pfns = []
-        for k in range(<uint32_t>npfn):
-            pfns.append(_u64(p + pos + 8 * k))
+        if build:
+            pfns = []
+            for k in range(<uint32_t>npfn):
+                pfns.append(_u64(p + pos + 8 * k))
+            out.append((byte_count, byte_offset, tuple(pfns)))
         pos += <uint32_t>npfn * 8
-        out.append((byte_count, byte_offset, tuple(pfns)))
     if pos != ext:
         raise RingCorruptError(
             "range_cnt", count, f"consistent with the {ext:#x}-byte extension "
             f"({ext - pos:#x} bytes left over)", _CTL + (start + 20) % size, size)
-    return tuple(out)
+    return tuple(out) if build else None
