@@ -236,7 +236,7 @@ class BlockDevice:
         """Read ``count`` blocks at ``lba``; ``callback(view, error)`` (module docstring)."""
         nbytes = self._check(lba, count)
         if self._free:
-            self._start_rw(self._free.popleft(), False, lba, count, nbytes, None, callback)
+            self._start_rw(self._free.pop(), False, lba, count, nbytes, None, callback)
         else:
             self._waiting.append((False, lba, count, nbytes, None, callback))
 
@@ -250,7 +250,7 @@ class BlockDevice:
                              f"{self.block_size}-byte block")
         nbytes = self._check(lba, count)
         if self._free:
-            self._start_rw(self._free.popleft(), True, lba, count, nbytes, view, callback)
+            self._start_rw(self._free.pop(), True, lba, count, nbytes, view, callback)
         else:
             self._waiting.append((True, lba, count, nbytes, view, callback))
 
@@ -265,7 +265,7 @@ class BlockDevice:
         of the bytes the host transferred."""
         self._ensure_open()
         if self._free:
-            self._start_general(self._free.popleft(), build, args, kwargs, callback)
+            self._start_general(self._free.pop(), build, args, kwargs, callback)
         else:
             self._waiting.append((build, args, kwargs, callback))
 
@@ -415,7 +415,8 @@ class BlockDevice:
             raise BlockDeviceError(f"the disk's channel closed: {self.closed_reason}") from exc
 
     def _done(self, slot: _Slot) -> None:
-        """The slot is free: start the oldest waiting request in it, or park it."""
+        """The slot is free: start the oldest waiting request in it, or park it (last in,
+        first out: a buffer just used is the one reused, so few slots ever grow)."""
         slot.callback = None
         slot.request = None
         if self._waiting and self.closed_reason is None:
@@ -454,8 +455,7 @@ class BlockDevice:
             else:
                 completion = _decode(request, payload)
         except (VstorProtocolError, ValueError) as exc:
-            self._done(slot)
-            self.fail(f"storvsc: {exc}")
+            self.fail(f"storvsc: {exc}")   # fails this request too, with the others
             return
         try:
             if completion.ok and (completion.transferred == request.data_length
