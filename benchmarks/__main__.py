@@ -13,6 +13,7 @@ BENCHMARKS = {
     "ring": "benchmarks.bench_ring",
     "vmbus": "benchmarks.bench_vmbus",
     "host": "benchmarks.bench_host",
+    "storage": "benchmarks.bench_storage",
 }
 
 
