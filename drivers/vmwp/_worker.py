@@ -264,6 +264,15 @@ class Worker:
                               if self.client and self.client.connected_version else None),
             "channels": channels,
             "devices": self.client.tree() if self.client else [],
-            "errors": list(self.errors) + (self.server.errors if self.server else [])
-            + (self.client.errors if self.client else []),
+            "errors": self._all_errors(),
         }
+
+    def _all_errors(self) -> list[str]:
+        """The worker's errors (the VMBus server's arrive through ``on_error``), what each
+        VSP's device recorded that is not said already, and the guest bus's errors."""
+        errors = list(self.errors)
+        for device in self.server.devices.values() if self.server is not None else ():
+            for error in device.errors:
+                if not any(error in known for known in errors):
+                    errors.append(f"{self.name}: device {device.name!r}: {error}")
+        return errors + (list(self.client.errors) if self.client is not None else [])
