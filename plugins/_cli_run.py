@@ -34,10 +34,11 @@ def _driver_set(ctx: click.Context, file: Path | None) -> DriverSet:
     return load_driver_set(file, discovery.registry)
 
 
-def _boot(ctx: click.Context, file: Path | None) -> Host:
+def _boot(ctx: click.Context, file: Path | None, extra_notify: Any = None) -> Host:
     from .cli import get_discovery
 
-    return boot_driver_set(_driver_set(ctx, file), get_discovery(ctx))
+    return boot_driver_set(_driver_set(ctx, file), get_discovery(ctx),
+                           extra_notify=extra_notify)
 
 
 class _Progress:
@@ -127,11 +128,19 @@ def run_command_impl(ctx: click.Context, file: Path | None, duration: float, as_
                      trace: Path | None) -> None:
     from .cli import _emit_json, _fail
 
-    host = _boot(ctx, file)
+    tracers: list[Tracer] = []
+
+    def on_event(event: str, **details: Any) -> None:
+        # Tap each channel as it opens, so the boot's packets are traced too.
+        if event == "channel_opened" and tracers:
+            tracers[0].tap_channels()
+
+    host = _boot(ctx, file, on_event if trace is not None else None)
     with contextlib.ExitStack() as stack:
         tracer = None
         if trace is not None:
             tracer = Tracer(host, stack.enter_context(trace.open("w", encoding="utf-8")))
+            tracers.append(tracer)
         progress = _Progress(host, enabled=True)
         _start_all(host)
 
