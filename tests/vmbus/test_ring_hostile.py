@@ -87,6 +87,15 @@ def test_reader_on_random_ring_only_yields_valid_packets_or_corrupt_errors(
     assert after[8192:] == before[8192:]  # the reader never writes the data area
 
 
+# Every way to read validates the same fields the same way.
+READS = [
+    lambda reader: reader.read(),
+    lambda reader: reader.read_many(4),
+    lambda reader: reader.read_payloads(4),
+]
+READ_IDS = ["read", "read_many", "read_payloads"]
+
+
 def corrupt_ring() -> tuple[bytearray, Ring]:
     buf = bytearray(4096 + D)
     ring = Ring(buf, initialize=True)
@@ -142,16 +151,17 @@ def set_desc(buf: bytearray, fmt: str, offset: int, value: int) -> None:
         ),
     ],
 )
-def test_each_corruption_is_named(mutate, message: str) -> None:
+@pytest.mark.parametrize("read", READS, ids=READ_IDS)
+def test_each_corruption_is_named(mutate, message: str, read) -> None:
     buf, ring = corrupt_ring()
     mutate(buf, ring)
     reader = RingReader(ring)
     with pytest.raises(RingCorruptError) as info:
-        reader.read()
+        read(reader)
     assert str(info.value).startswith(message)
     assert reader.peek is not None
     with pytest.raises(RingCorruptError):  # the position did not move: same error again
-        reader.read()
+        read(reader)
 
 
 def test_read_index_corruption_is_reported_when_the_reader_opens() -> None:
@@ -199,10 +209,11 @@ def gpa_ring(extension: bytes, payload: bytes = b"") -> Ring:
         (struct.pack("<IIII", 0, 1, 0xFFFFFFFF, 4095), "byte_count=0xffffffff"),
     ],
 )
-def test_gpa_direct_range_lists_are_validated(extension: bytes, message: str) -> None:
+@pytest.mark.parametrize("read", READS, ids=READ_IDS)
+def test_gpa_direct_range_lists_are_validated(extension: bytes, message: str, read) -> None:
     reader = RingReader(gpa_ring(extension))
     with pytest.raises(RingCorruptError, match=message):
-        reader.read()
+        read(reader)
 
 
 def test_zero_byte_gpa_range_needs_no_pfn() -> None:
