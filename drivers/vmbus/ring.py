@@ -28,6 +28,12 @@ Consumer::
         if not reader.end_read():
             break
 
+Batches: ``writer.write_many(payloads)`` stages a list of buffers in one C loop and publishes
+once (one signal decision); ``reader.read_many(n)`` returns Packets, and
+``reader.read_payloads(n)`` returns just the payloads as ``bytes`` copies, without building a
+Packet per packet, for consumers that need only the data. Both validate every packet. From
+Python, ``writer.write(payload, trans_id, flags)`` (positional) is the cheapest single write.
+
 Why the reader never trusts the ring: the other side is another partition. Every index and
 descriptor field is checked before it is used, and a violation raises
 :class:`RingCorruptError` naming the field, the value, the rule and the buffer offset; the
