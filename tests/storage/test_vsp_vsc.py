@@ -7,11 +7,14 @@ builders, TASK SET FULL for a guest that stops reading, and the plugin registrat
 from __future__ import annotations
 
 import os
+import struct
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from winhv.drivers.vmbus.loopback import boot_host, connect_pair
 from winhv.plugins.api import ConfigError
@@ -275,3 +278,76 @@ def test_task_set_full_completion_layout(image: Path) -> None:
     assert isinstance(completion, SrbCompletion)
     assert not completion.ok
     assert completion.scsi_status == ScsiStatus.TASK_SET_FULL
+
+
+class _Direct:
+    """A StorVsp driven without a machine: ``offer`` opens the image, the init sequence runs
+    straight through its protocol, and READ/WRITE payloads go to both of its paths."""
+
+    def __init__(self, image: Path) -> None:
+        self.vsp = StorVsp({"path": str(image), "size_mb": 1})
+        self.vsp.offer()
+        assert self.vsp.protocol is not None
+        self.guest = StorvscProtocol()
+        out = self.guest.start()
+        while out is not None:
+            step = self.guest.receive(out.trans_id, self.vsp.protocol.receive(out.payload))
+            assert not isinstance(step, SrbCompletion)
+            out = step
+        self.vsp._fast_ok = True
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory) -> _Direct:
+    return _Direct(tmp_path_factory.mktemp("fast") / "disk.img")
+
+
+#: At most one field broken per example, so both paths are exercised often.
+_BREAKS = {"flags": (12, 0x08), "lun": (19, 1), "cdb_length": (20, 12), "data_in": (22, 2)}
+
+
+@settings(max_examples=150, deadline=None)
+@given(write=st.booleans(),
+       lba=st.one_of(st.integers(0, 2000), st.integers(0, 2100), st.integers(0, (1 << 32) - 1)),
+       blocks=st.integers(1, 40) | st.just(0), extra=st.sampled_from([0, 0, 0, 0, -512, 512]),
+       broken=st.sampled_from([None, None, None, *_BREAKS]))
+def test_the_fast_path_answers_byte_for_byte_as_the_protocol(
+        direct: _Direct, write: bool, lba: int, blocks: int, extra: int,
+        broken: str | None) -> None:
+    vsp, guest = direct.vsp, direct.guest
+    assert vsp.protocol is not None
+    request = guest.write(0, 1) if write else guest.read(0, 1)
+    payload = bytearray(request.payload)
+    struct.pack_into(">BBIBHB", payload, 28, 0x2A if write else 0x28, 0, lba, 0, blocks, 0)
+    transfer = max(0, blocks * 512 + extra)
+    struct.pack_into("<I", payload, 24, transfer)
+    if broken is not None:
+        offset, value = _BREAKS[broken]
+        payload[offset if broken != "flags" else 29] = value
+    data = os.urandom(transfer)
+    fast_buffer, slow_buffer = bytearray(data), bytearray(data)
+    fast = vsp._fast(bytes(payload), [memoryview(fast_buffer)]) if transfer else None
+    slow = vsp.protocol.receive(bytes(payload), [memoryview(slow_buffer)])
+    if fast is not None:
+        assert broken is None
+        assert fast == slow
+        assert fast_buffer == slow_buffer
+        event("fast path taken")
+    else:
+        event("protocol path")
+
+
+def test_the_fast_path_is_taken_for_the_block_devices_own_requests(image: Path) -> None:
+    _, _, vsp, _, disk = start({"path": str(image), "size_mb": 1})
+    taken: list[bool] = []
+    fast = vsp._fast
+
+    def spy(payload: Any, views: Any) -> Any:
+        reply = fast(payload, views)
+        taken.append(reply is not None)
+        return reply
+
+    vsp._fast = spy  # type: ignore[method-assign]
+    disk.write(0, bytes(4096))
+    disk.read(0, 8)
+    assert taken == [True, True]
