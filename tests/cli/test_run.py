@@ -143,7 +143,7 @@ def test_trace_writes_json_lines_of_every_kind_in_virtual_time_order(
         "hypercall", "HvCallCreatePartition", "SUCCESS")
     messages = [r for r in records if r["kind"] == "message"]
     from_guest = [r for r in messages if r["partition"] != 1]
-    # the guest's VMBus messages: message type 1 to the host's connection 1 or 4 (§3.2)
+    # the guest's VMBus messages: message type 1 to the host's connection 1 or 4 (§3.4, §3.5)
     assert from_guest
     assert all(r["type"] == 1 and r["connection"] in (1, 4) for r in from_guest)
     packets = [r for r in records if r["kind"] == "packet"]
