@@ -461,8 +461,8 @@ class BlockDevice:
             if completion.ok and (completion.transferred == request.data_length
                                   or request.direction == DataDirection.READ
                                   or not request.data_length):
-                result = slot.view[: completion.transferred] if slot.reading else None
-                callback(result, None)  # type: ignore[misc]
+                data = slot.view[: completion.transferred] if slot.reading else None
+                callback(data, None)  # type: ignore[misc]
             elif completion.ok:
                 callback(None, BlockDeviceError(  # type: ignore[misc]
                     f"the host wrote {completion.transferred} of {request.data_length} bytes"))

@@ -149,7 +149,8 @@ def resolve_image_path(path: str | Path | None, vm_name: str, device_name: str) 
 
 def _checked(config: Mapping[str, Any] | None) -> dict[str, Any]:
     given = {key: value for key, value in (config or {}).items() if value is not None}
-    checked = validate_config(STORAGE_CONFIG, given, path="storage.config")
+    checked: dict[str, Any] = dict(validate_config(STORAGE_CONFIG, given,
+                                                   path="storage.config"))
     if checked["max_transfer_bytes"] % _PAGE:
         raise ValueError(f"storage.config.max_transfer_bytes: found "
                          f"{checked['max_transfer_bytes']}, expected a multiple of 4096")
@@ -260,7 +261,7 @@ class StorVsp(Vsp):
             if ranges is not None:
                 views = self._views(ranges)
             elif packet.type == _INBAND:
-                views = ()
+                views = []
             else:
                 self._fail(channel, f"packet type {int(packet.type)}: expected in-band (6) or "
                                     "GPA-direct (9)")
