@@ -10,15 +10,26 @@ type-specific extension, the payload padded to 8 bytes, and an 8-byte trailer ho
 Design notes:
 
 * The ring never copies its buffer. It holds one buffer export (so a ``bytearray`` cannot be
-  resized under it) and works through raw pointers; every data-area access goes through two
-  helpers that wrap at D, and every index they get is first reduced to ``< D``.
+  resized under it) and works through raw pointers. Every data-area access either goes
+  through the helpers that wrap at D or, when ``start + length <= D`` was checked first, is a
+  plain copy at ``start``; every index is reduced to ``< D`` before use.
 * Each side keeps private copies of the indices it owns and never trusts what it reads from the
   other side: the reader validates the producer's ``write_index`` and every descriptor field
   before it touches the bytes they describe, and raises :class:`RingCorruptError`.
 * Index loads and stores are single aligned 4-byte accesses (``__atomic_load_n`` /
   ``__atomic_store_n``), never ``struct.pack_into`` (it zero-fills first, so another CPU could
   see a transient 0). Barriers are ``__atomic_thread_fence``, placed where §4.4/§4.5 (and
-  Linux ``drivers/hv/ring_buffer.c``, QEMU ``hw/hyperv/vmbus.c`` barrier pairs) put them.
+  Linux ``drivers/hv/ring_buffer.c``, QEMU ``hw/hyperv/vmbus.c`` barrier pairs) put them, each
+  as strong as its ordering needs: full barriers for the two store-then-load pairs (§4.4 step
+  7: write_index then interrupt_mask; §4.5 step 2.4: read_index then pending_send_sz), release
+  before publishing an index, acquire after loading the other side's index.
+* Per-packet cost matters (issue #3 asks for millions of packets per second from Python):
+  descriptors are validated into a C struct, a :class:`Packet` is built only when asked for
+  (``read_payloads`` copies payloads without one), its payload view is made lazily, and the
+  batch reads load ``write_index`` once per call.
+* Layout of the source: this file holds the constants, the errors and the byte helpers; the
+  classes live in ``_ring_buffer.pxi`` (Ring), ``_ring_packet.pxi`` (Packet, GPA-direct
+  codec), ``_ring_writer.pxi`` and ``_ring_reader.pxi``, included below.
 * The writer is transactional like QEMU's reserve/send: ``begin()``, any number of
   ``write()``, ``commit()`` publishes the write index once and decides once whether to signal.
   The reader is QEMU/Linux peek/pop/done: ``done()`` publishes the read index once.
