@@ -8,11 +8,14 @@ on the file in the same run printed beside it as a ratio.
 * 1 MiB sequential reads at queue depth 32: GB/s (bar >= 1 GB/s).
 
 Each figure is the median of several timed runs of a closed loop: every completion callback
-issues the next read, so 32 stay in flight. Run: ``python -m benchmarks storage``.
+issues the next read, so 32 stay in flight. The garbage collector is off while a run is timed,
+as ``timeit`` does; the machine is shared, so expect run-to-run noise of 10-30 %.
+Run: ``python -m benchmarks storage``.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import statistics
@@ -60,6 +63,8 @@ def _closed_loop(loop: Any, disk: BlockDevice, lbas: list[int], blocks: int) -> 
             state[0] = issued + 1
             read_async(lbas[issued], blocks, done)
 
+    collect = gc.isenabled()
+    gc.disable()   # as timeit does: a collection pass is not part of the data path
     start = time.perf_counter()
     for lba in lbas[:disk.queue_depth]:
         state[0] += 1
@@ -68,7 +73,10 @@ def _closed_loop(loop: Any, disk: BlockDevice, lbas: list[int], blocks: int) -> 
     while state[1] < count:
         if not run():
             raise RuntimeError(f"stalled after {state[1]} of {count} reads")
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    if collect:
+        gc.enable()
+    return elapsed
 
 
 def _direct(fd: int, offsets: list[int], size: int) -> float:
