@@ -351,3 +351,23 @@ def test_the_fast_path_is_taken_for_the_block_devices_own_requests(image: Path) 
     disk.write(0, bytes(4096))
     disk.read(0, 8)
     assert taken == [True, True]
+
+
+def test_a_driver_sets_queue_depth_reaches_the_guest_through_configured() -> None:
+    assert StorVsc.configured({}) is StorVsc
+    bound = StorVsc.configured({"queue_depth": 8, "path": "x.img"})
+    assert issubclass(bound, StorVsc)
+    assert bound.queue_depth == 8
+    assert bound.__qualname__ == "StorVsc"
+    with pytest.raises(ValueError, match="queue_depth: found 0"):
+        StorVsc.configured({"queue_depth": 0})
+
+
+def test_the_default_driver_set_boots_a_fresh_disk(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from winhv.plugins.cli import cli
+
+    result = CliRunner().invoke(cli, ["bus", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "StorVsc" in result.output

@@ -17,9 +17,9 @@ closes the channel: :attr:`StorVsc.failure` says why and every request in flight
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from winhv.drivers.vmbus.device import Vsc
 
@@ -41,7 +41,8 @@ class StorVsc(Vsc):
 
     Class attributes a subclass may change: ``versions`` (proposed newest first),
     ``queue_depth`` (the most requests this driver keeps on the channel; the ring may allow
-    fewer, see ``queue_depth_for_ring``) and ``ring_size``.
+    fewer, see ``queue_depth_for_ring``; a driver set's ``queue_depth`` sets it through
+    :meth:`configured`) and ``ring_size``.
     """
 
     interface_ids: ClassVar[tuple[uuid.UUID, ...]] = (uuid.UUID(SCSI_INTERFACE_ID),)
@@ -49,6 +50,18 @@ class StorVsc(Vsc):
     ring_size: ClassVar[int] = 128 * 1024
     versions: ClassVar[tuple[VstorVersion, ...]] = CLIENT_VERSIONS
     queue_depth: ClassVar[int] = 64
+
+    @classmethod
+    def configured(cls, config: Mapping[str, Any] | None) -> type[Self]:
+        """A subclass bound to a device's configuration (the VM worker calls this: the bus
+        builds a VSC from its device alone). The guest reads one key, ``queue_depth``."""
+        depth = (config or {}).get("queue_depth")
+        if depth is None:
+            return cls
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"storage.config.queue_depth: found {depth!r}, expected an int >= 1")
+        return type(cls.__name__, (cls,), {"queue_depth": depth, "__module__": cls.__module__,
+                                           "__qualname__": cls.__qualname__})
 
     def __init__(self, device: Any) -> None:
         super().__init__(device)

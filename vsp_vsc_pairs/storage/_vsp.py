@@ -107,7 +107,8 @@ STORAGE_CONFIG: Final[tuple[ConfigField, ...]] = (
                 minimum=1, maximum=1 << 22),
     ConfigField("read_only", "bool", False,
                 "open the image read-only: writes and UNMAP fail with DATA PROTECT"),
-    ConfigField("queue_depth", "int", 256,
+    ConfigField("queue_depth", "int", 64,
+                "requests the guest keeps in flight (fewer if its ring holds fewer), and "
                 "completions the host holds for a guest that does not read them before it "
                 "answers further SRBs with TASK SET FULL", minimum=1, maximum=2048),
     ConfigField("max_transfer_bytes", "int", DEFAULT_MAX_TRANSFER_BYTES,
