@@ -371,3 +371,13 @@ def test_the_default_driver_set_boots_a_fresh_disk(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["bus", "--json"])
     assert result.exit_code == 0, result.output
     assert "StorVsc" in result.output
+
+
+def test_the_driver_modules_are_fully_re_exported() -> None:
+    import winhv.vsp_vsc_pairs.storage as storage
+    from winhv.vsp_vsc_pairs.storage import _blockdev, _vsc, _vsp
+
+    for module in (_blockdev, _vsc, _vsp):
+        for name in module.__all__:
+            assert getattr(storage, name) is getattr(module, name)
+            assert name in storage.__all__
