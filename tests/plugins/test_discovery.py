@@ -189,7 +189,7 @@ def test_a_broken_plugin_is_reported_precisely_and_the_others_load(
     assert failure.error == error
     # the others keep working, the broken one left nothing behind
     assert [p.source.entry_point for p in result.plugins] == ["builtin", "good", "echo"]
-    assert result.registry.names("pair") == ("echo", "good")
+    assert result.registry.names("pair") == ("echo", "good", "storage")
     assert "zz-broken:broken" not in {n for n, _ in result.plugin_manager.list_name_plugin()}
 
 
