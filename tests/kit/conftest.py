@@ -39,6 +39,9 @@ class Overlay:
         """Run the overlay's python with ``args``; stdout+stderr as text."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHON"))}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        # Never import from the working directory: at the top of a source checkout that is the
+        # uncompiled ``winhv/`` folder, which would shadow the installed package.
+        env["PYTHONSAFEPATH"] = "1"
         done = subprocess.run([str(self.python), *args], cwd=cwd, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
         if check and done.returncode != 0:

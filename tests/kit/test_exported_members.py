@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import winhv.plugins.testing as testing
+from support.exports import public_names
 
 
 def test_all_is_sorted_unique_and_complete() -> None:
     names = testing.__all__
     assert list(names) == sorted(names, key=lambda n: (not n.isupper(), n))
     assert len(set(names)) == len(names)
-    public = {n for n in vars(testing) if not n.startswith("_") and n != "annotations"}
-    assert public == set(names)
+    assert public_names(testing) == set(names)
