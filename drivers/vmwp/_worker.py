@@ -133,6 +133,9 @@ class Worker:
         self.guest = guest
         self.client = VmbusClient(guest, drivers, overrides=self.spec.overrides,
                                   on_change=self._device_changed)
+        # Observers (a tracer) may attach to both ends before the guest connects and any
+        # channel opens: the host devices (name -> HostDevice) and the guest's bus.
+        self._event("bus_created", devices=dict(self.host_devices), client=self.client)
         self.client.connect()
 
     def _device_changed(self, event: str, device: GuestDevice) -> None:
@@ -201,6 +204,30 @@ class Worker:
                 return host.vsp if host is not None else None
         return None
 
+    def ic_status(self) -> dict[str, dict[str, Any]]:
+        """Each IC of this VM by its driver-set name: what its host side reports through
+        ``status()`` (heartbeat health, negotiated versions, ...), or ``{"ic": type, "open":
+        False, "error": ...}`` for an IC whose host side could not be made or has no
+        ``status``. The worker knows no IC: it only asks."""
+        out: dict[str, dict[str, Any]] = {}
+        for device in self.spec.devices:
+            if device.kind != "ic":
+                continue
+            host = self.host_devices.get(device.name)
+            status = getattr(host.vsp, "status", None) if host is not None else None
+            entry: dict[str, Any] = {"ic": device.type_name, "open": False}
+            if host is None:
+                entry["error"] = "its host side failed to start"
+            elif callable(status):
+                try:
+                    entry = {**entry, **dict(status()), "ic": device.type_name}
+                except Exception as exc:   # a plugin IC's bug stays in its entry
+                    entry["error"] = f"status() raised {type(exc).__name__}: {exc}"
+            else:
+                entry["open"] = host.channel is not None
+            out[device.name] = entry
+        return out
+
     def ic(self, kind: type) -> Any:
         """The host side of the first device whose VSP is a ``kind`` (e.g. ShutdownVsp)."""
         for device in self.host_devices.values():
@@ -264,6 +291,7 @@ class Worker:
                               if self.client and self.client.connected_version else None),
             "channels": channels,
             "devices": self.client.tree() if self.client else [],
+            "ics": self.ic_status(),
             "errors": self._all_errors(),
         }
 
