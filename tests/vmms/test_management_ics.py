@@ -231,3 +231,24 @@ def _shared_host() -> Host:
     if not _SHARED:
         _SHARED.append(booted(heartbeat=False))
     return _SHARED[0]
+
+
+def test_an_ic_with_no_common_version_is_failed_with_its_reason_and_the_vm_runs_on() -> None:
+    from winhv.vsp_vsc_pairs.ic import HeartbeatGuest
+
+    class FutureHeartbeatVsc(HeartbeatVsc):
+        def _new_protocol(self) -> Any:
+            return HeartbeatGuest(framework_versions=("3.0",), message_versions=("9.9",))
+
+    spec = echo_spec("vm", extra=[DeviceSpec("heartbeat", "ic", HEARTBEAT_IF, HeartbeatVsp,
+                                             FutureHeartbeatVsc, {}, "heartbeat")])
+    host = make_host(spec)
+    host.vmms.start("vm")
+    host.settle()
+    assert host.vmms.get("vm").state is S.RUNNING
+    status = host.vmms.ics("vm")["heartbeat"]
+    assert (status["open"], status["state"]) == (False, "failed")
+    assert "version negotiation failed" in status["failure"]
+    assert status["close_reason"] == status["failure"]
+    assert host.vmms.health("vm") == "no-contact"
+    assert any(status["failure"] in e for e in host.vmms.inspect("vm")["errors"])

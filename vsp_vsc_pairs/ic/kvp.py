@@ -72,7 +72,9 @@ __all__ = [
     "kvp_pool",
 ]
 
-#: operation u8, pool u8, pad u16 (Linux ``hv_kvp_hdr``).
+#: operation u8, pool u8, pad u16 (Linux ``include/uapi/linux/hyperv.h``: ``struct hv_kvp_hdr
+#: { __u8 operation; __u8 pool; __u16 pad; } __attribute__((packed))``; OpenVMM's 2-byte
+#: header plus data has the same totals for the non-IP messages, §8.11).
 KVP_HEADER: Final = struct.Struct("<BBH")
 #: value_type, key_size, value_size u32; key[512]; value[2048] (``hv_kvp_exchg_msg_value``).
 KVP_VALUE: Final = struct.Struct("<III512s2048s")
@@ -120,7 +122,12 @@ class KvpPool(IntEnum):
 
 
 class KvpValueType(IntEnum):
-    """``value_type`` (§5.7); U64 is Linux's 64-bit type, QWORD OpenVMM's."""
+    """``value_type`` (§5.7); U64 is Linux's 64-bit type, QWORD OpenVMM's.
+
+    The sheet flags the 64-bit code as unsure (§8.12); Linux ``include/uapi/linux/hyperv.h``
+    defines ``REG_SZ 1``, ``REG_U32 4``, ``REG_U64 8``, while 11 is Windows' ``REG_QWORD``
+    that OpenVMM sends: the guest accepts both, the host sends ``U64`` unless told.
+    """
 
     STRING = 1
     EXPAND_STRING = 2
