@@ -21,6 +21,7 @@ from winhv.drivers.vid import Vid, VidPartition
 from winhv.drivers.vmbus._guest import DeviceState, GuestDevice, VmbusClient
 from winhv.drivers.vmbus._host import HostDevice, VmbusHost, VmbusServer
 from winhv.drivers.vmms._spec import VmSpec
+from winhv.drivers.vmwp._port import PartitionPort
 
 __all__ = ["GUEST_FIRST_PAGE", "Worker", "WorkerError"]
 
@@ -42,7 +43,8 @@ class Worker:
                  vmbus_version: Any = None) -> None:
         self.spec = spec
         self.name = spec.name
-        self._hv = hypervisor
+        self._machine = hypervisor   # used once, to open this VM's PartitionPort
+        self.port: PartitionPort | None = None
         self._root = root
         self._vmbus = vmbus
         self._vid = vid
@@ -107,12 +109,12 @@ class Worker:
         self._boot_guest(part)
 
     def _boot_guest(self, part: VidPartition) -> None:
-        hv = self._hv
-        pid = part.partition_id
-        guest = Kernel(lambda i, o, vp: hv.handle(pid, input_gpa=i, output_gpa=o, vp_index=vp),
+        self.port = port = PartitionPort(self._machine, part.partition_id)
+        self._machine = None   # from here on the worker holds only its partition's port
+        guest = Kernel(port.guest_handle,
                        PageAllocator(GUEST_FIRST_PAGE, part.memory_pages - GUEST_FIRST_PAGE,
                                      name=self.name),
-                       name=self.name, clock=hv.scheduler, power_off=self._power_off)
+                       name=self.name, clock=port.timer, power_off=self._power_off)
         guest.on_fault = lambda where, exc: self._error(f"guest {where}: {exc}")
         interrupt = guest.interrupt
 
@@ -124,7 +126,7 @@ class Worker:
                 self.fail(f"the guest crashed in its interrupt handler (vector {vector:#x}): "
                           f"{type(exc).__name__}: {exc}")
 
-        hv.set_interrupt_handler(pid, 0, isr)
+        port.connect_interrupts(0, isr)
         guest.enable_synic()
         drivers = []
         for device in self.spec.devices:
@@ -248,10 +250,12 @@ class Worker:
             self._unbound(device, "vm-stop")
         if self.partition is not None:
             pid = self.partition.partition_id
-            with contextlib.suppress(KeyError, ValueError):
-                self._hv.set_interrupt_handler(pid, 0, None)
+            if self.port is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.port.connect_interrupts(0, None)
             self._vid.destroy_partition(pid)
         self.partition = None
+        self.port = None
         self.server = None
         self.client = None
         self.guest = None
@@ -263,7 +267,8 @@ class Worker:
         part = self.partition
         if part is None:
             return {"name": self.name, "partition": None, "errors": list(self.errors)}
-        hv_part = self._hv.partitions.get(part.partition_id)
+        counters = self.port.counters() if self.port is not None else {"vps": 0,
+                                                                        "hypercalls": 0}
         channels = []
         assert self.server is not None
         for relid, device in sorted(self.server.devices.items()):
@@ -283,8 +288,8 @@ class Worker:
                 "id": part.partition_id,
                 "memory_mb": part.memory_pages >> 8,
                 "processors": part.processors,
-                "vps": sum(1 for vp in (hv_part.vps if hv_part else []) if vp is not None),
-                "hypercalls": hv_part.calls if hv_part is not None else 0,
+                "vps": counters["vps"],
+                "hypercalls": counters["hypercalls"],
             },
             "vmbus_version": (f"{self.client.connected_version >> 16}."
                               f"{self.client.connected_version & 0xFFFF}"
