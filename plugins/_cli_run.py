@@ -151,7 +151,8 @@ def run_command_impl(ctx: click.Context, file: Path | None, duration: float, as_
         host.settle()
         step(host.scheduler.now)
         host.run_for(int(duration * NS), progress=step,
-                     until=lambda: all(vm.state is VmState.OFF for vm in host.vmms.list()))
+                     until=lambda: all(vm.state in (VmState.OFF, VmState.FAILED)
+                                       for vm in host.vmms.list()))
         reports = [vm_report(host, vm) for vm in host.vmms.list()]
         if tracer is not None:
             click.echo(f"winhv: wrote {tracer.records} trace records to {trace}", err=True)
@@ -177,7 +178,7 @@ def register(cli: click.Group) -> None:
     @file_argument
     @click.option("--duration", type=click.FloatRange(min=0), default=10.0, show_default=True,
                   help="Seconds of virtual time to run after boot (stops early if every VM "
-                       "is off).")
+                       "is off or failed).")
     @click.option("--trace", type=click.Path(dir_okay=False, path_type=Path),
                   help="Write every hypercall, SynIC message, signal and packet as JSON lines.")
     @json_option
@@ -279,7 +280,8 @@ def register(cli: click.Group) -> None:
 
         \b
         Lifecycle: start, stop (graceful through the shutdown IC; without one, or if the
-        guest refuses, the hard stop after the timeout), stop-force, pause, resume, save,
+        guest refuses, the hard stop after the timeout), stop-force, restart (a reboot
+        through the shutdown IC, then Running again), restart-force, pause, resume, save,
         reset, wait=SECONDS (virtual).
         KVP of the running VM (--pool): kvp-set:KEY=VALUE, kvp-set-int:KEY=NUMBER,
         kvp-get:KEY, kvp-delete:KEY, kvp-list.
@@ -293,7 +295,8 @@ def register(cli: click.Group) -> None:
                 _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
             vm = host.vmms.get(name)
             step = {"action": action, "state": str(vm.state), "reason": vm.reason,
-                    "stop_mode": vm.stop_mode, "health": host.vmms.health(name),
+                    "stop_mode": vm.stop_mode, "restarts": vm.restarts,
+                    "health": host.vmms.health(name),
                     "t": host.scheduler.now, **step}
             steps.append(step)
             if not as_json:
@@ -303,7 +306,8 @@ def register(cli: click.Group) -> None:
 
 
 #: The lifecycle actions of ``winhv vm do`` that take no argument.
-_LIFECYCLE = ("pause", "reset", "resume", "save", "start", "stop", "stop-force")
+_LIFECYCLE = ("pause", "reset", "restart", "restart-force", "resume", "save", "start", "stop",
+              "stop-force")
 _KVP_ACTIONS = ("kvp-delete:KEY", "kvp-get:KEY", "kvp-list", "kvp-set-int:KEY=NUMBER",
                 "kvp-set:KEY=VALUE")
 
@@ -320,16 +324,17 @@ def _vm_action(host: Host, name: str, action: str, pool: str) -> dict[str, Any]:
         host.run_for(int(seconds * NS))
         return {}
     if action in _LIFECYCLE:
-        if action == "stop-force":
-            vmms.stop(name, force=True)
+        if action.endswith("-force"):
+            getattr(vmms, action.removesuffix("-force"))(name, force=True)
         else:
             getattr(vmms, action)(name)
         host.settle()
         vm = vmms.get(name)
-        if action == "stop" and vm.state is VmState.STOPPING:
+        if action in ("stop", "restart") and vm.state is VmState.STOPPING:
             # The guest has until the stop's timeout; run the clock until the VM is off.
             host.run_for((STOP_TIMEOUT_S + 1) * NS,
                          until=lambda: vm.state is not VmState.STOPPING)
+            host.settle()
         return {}
     if verb in ("kvp-set", "kvp-set-int"):
         key, sep, value = argument.partition("=")
@@ -359,7 +364,7 @@ def _vm_action(host: Host, name: str, action: str, pool: str) -> dict[str, Any]:
 def _step_line(step: dict[str, Any]) -> str:
     line = f"{step['action']:<12} -> {step['state']}"
     notes = [step["reason"]] if step["reason"] else []
-    if step["action"].startswith("stop") and step["stop_mode"] and not any(
+    if step["action"].startswith(("stop", "restart")) and step["stop_mode"] and not any(
             step["stop_mode"] in note for note in notes):
         notes.append(f"{step['stop_mode']} stop")
     if notes:

@@ -58,6 +58,9 @@ class Vm:
     stop_mode: str | None = None   # "graceful" / "hard": how the last stop ended
     #: Why a stop in progress would end hard at its timeout (the reason it then records).
     stop_why: str = ""
+    #: A restart is under way: start again once Off. ``restarts`` counts the completed ones.
+    restart_pending: bool = False
+    restarts: int = 0
 
     @property
     def name(self) -> str:
@@ -91,6 +94,7 @@ class Vmms:
     def _fail(self, vm: Vm, reason: str) -> None:
         _log.warning("VM %r failed: %s", vm.name, reason)
         vm.reason = reason
+        vm.restart_pending = False
         if vm.state is not S.FAILED and S.FAILED in _reachable(vm.state):
             self._set(vm, S.FAILED, "fail")
         self._teardown(vm)
@@ -161,7 +165,28 @@ class Vmms:
         hard stop after ``timeout_s`` (virtual), and :attr:`Vm.reason` says which.
         ``force`` stops hard at once. Starting -> Stopping -> Off at once (hard); Saved -> Off
         discards the saved state."""
+        return self._stop(self.get(name), "shutdown", force=force, timeout_s=timeout_s,
+                          reason=reason, message=message)
+
+    def restart(self, name: str, *, force: bool = False, timeout_s: float = STOP_TIMEOUT_S,
+                reason: int = 0x80000000, message: str = "") -> Vm:
+        """Stop as :meth:`stop` does, but ask the guest to *reboot* (flags bit 1, §5.5), and
+        start the VM again once it is Off: Running -> Stopping -> Off -> Starting -> Running,
+        every step announced. A guest that refuses or lacks the IC is reset after
+        ``timeout_s``; ``force`` resets at once. A VM whose stop fails stays as it ends."""
         vm = self.get(name)
+        check_transition(vm.name, "restart", vm.state, S.OFF if vm.state is S.SAVED
+                         else S.STOPPING)
+        vm.restart_pending = True
+        try:
+            return self._stop(vm, "reboot", force=force, timeout_s=timeout_s, reason=reason,
+                              message=message)
+        except BaseException:
+            vm.restart_pending = False
+            raise
+
+    def _stop(self, vm: Vm, kind: str, *, force: bool, timeout_s: float, reason: int,
+              message: str) -> Vm:
         if vm.state is S.SAVED:
             # Nothing runs: turning a saved VM off discards its saved state (Saved -> Off).
             vm.reason = "saved state discarded"
@@ -186,7 +211,7 @@ class Vmms:
             vm.stop_why = "the VM has no shutdown IC"
         else:
             try:
-                shutdown.request("shutdown", reason=reason, timeout_s=int(timeout_s),
+                shutdown.request(kind, reason=reason, timeout_s=int(timeout_s),
                                  force=False, message=message,
                                  callback=lambda result, v=vm: self._shutdown_answer(v, result))
             except Exception as exc:
@@ -217,6 +242,17 @@ class Vmms:
         vm.stop_mode = vm.stop_mode or "hard"
         self._teardown(vm)
         self._set(vm, S.OFF, "stop")
+        self._off(vm)
+
+    def _off(self, vm: Vm) -> None:
+        """The VM reached Off: a pending restart starts it again."""
+        if vm.restart_pending:
+            vm.restart_pending = False
+            vm.restarts += 1
+            why = vm.reason   # a hard restart keeps saying why it was hard
+            self.start(vm.name)
+            if why and vm.state is not S.FAILED:
+                vm.reason = why
 
     def pause(self, name: str) -> Vm:
         """Running -> Pausing -> Paused: the VPs stop; pending interrupts wait."""
@@ -293,6 +329,7 @@ class Vmms:
                     vm.stop_mode = "graceful"
                     self._teardown(vm)
                     self._set(vm, S.OFF, "power off")
+                    self._off(vm)
             except Exception as exc:
                 self._fail(vm, f"worker failed: {exc}")
 

@@ -295,3 +295,19 @@ def test_vm_do_kvp_errors_are_one_line(plugins: DiscoveryResult, args: list[str]
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith(error), result.stderr
+
+
+def test_vm_do_restart_reboots_through_the_shutdown_ic_or_resets_after_the_timeout(
+    plugins: DiscoveryResult, two_vms: Path,
+) -> None:
+    graceful = run(plugins, "vm", "do", "a", "start", "restart", "restart-force", "--file",
+                   str(two_vms), "--json")
+    assert graceful.exit_code == 0, graceful.output
+    steps = json.loads(graceful.stdout)
+    assert [(s["state"], s["restarts"], s["reason"]) for s in steps] == [
+        ("Running", 0, None), ("Running", 1, None), ("Running", 2, None)]
+    reset = run(plugins, "vm", "do", "b", "start", "restart", "--file", str(two_vms), "--json")
+    start, restart = json.loads(reset.stdout)
+    assert (restart["state"], restart["restarts"]) == ("Running", 1)
+    assert restart["reason"] == "the VM has no shutdown IC: hard stop after 30 s"
+    assert restart["t"] - start["t"] == 30_000_000_000
