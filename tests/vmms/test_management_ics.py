@@ -252,3 +252,36 @@ def test_an_ic_with_no_common_version_is_failed_with_its_reason_and_the_vm_runs_
     assert status["close_reason"] == status["failure"]
     assert host.vmms.health("vm") == "no-contact"
     assert any(status["failure"] in e for e in host.vmms.inspect("vm")["errors"])
+
+
+@pytest.mark.parametrize(("offset", "value"), [
+    (40, 0xFFFF),          # value_size beyond the 2048-byte field (§5.7)
+    (40, 3),               # value_size odd: not UTF-16
+    (12, 9),               # icmsgtype: an IC message type the host did not ask for
+], ids=["oversize-value", "odd-value-size", "unknown-type"])
+def test_a_malformed_kvp_answer_closes_the_channel_and_the_request_says_why(
+    offset: int, value: int,
+) -> None:
+    host = booted()
+    vmms = host.vmms
+    vmms.kvp_set("vm", "k", "v")
+    channel = guest_driver(host, KvpVsc).channel
+    send = channel.send
+
+    def corrupt(payload: Any, **kwargs: Any) -> Any:
+        data = bytearray(payload)
+        size = 4 if offset >= 32 else 2
+        data[offset:offset + size] = value.to_bytes(size, "little")
+        return send(bytes(data), **kwargs)
+
+    channel.send = corrupt
+    with pytest.raises(VmmsError, match="could not read a KVP item 'k': the KVP IC's channel "
+                                        "closed: kvp: "):
+        vmms.kvp_get("vm", "k")
+    status = vmms.ics("vm")["kvp"]
+    assert status["open"] is False
+    assert status["failure"].startswith("kvp: ")
+    assert vmms.get("vm").state is S.RUNNING          # only that IC's channel is gone
+    assert vmms.health("vm") == "ok"
+    with pytest.raises(VmmsError, match="channel is closed"):
+        vmms.kvp_get("vm", "k")
