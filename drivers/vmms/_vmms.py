@@ -7,6 +7,7 @@ the reason.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -392,7 +393,8 @@ class Vmms:
                                   absent_ok=True)
         return result is not None
 
-    def kvp_items(self, name: str, *, pool: int | str = "external") -> list[tuple[str, Any]]:
+    def kvp_items(self, name: str, *,
+                  pool: int | str = "external") -> builtins.list[tuple[str, Any]]:
         """Every ``(key, value)`` of the running guest's ``pool``, in the guest's order
         (an ENUMERATE walk, §5.7). Errors as :meth:`kvp_set`."""
         walk = self._kvp_wait(name, "list KVP items",
