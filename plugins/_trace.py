@@ -85,7 +85,10 @@ class Tracer:
         def open_result(relid: int, status: int) -> Any:
             guest = client.devices.get(relid)
             driver = getattr(guest, "driver", None)
-            if driver is not None and status == 0:
+            # (a driver with its own instance on_open, or without a __dict__, is tapped at
+            # bind instead, by tap_channels)
+            if driver is not None and status == 0 and \
+                    "on_open" not in getattr(driver, "__dict__", {"on_open": None}):
                 driver.on_open = self._tapping(vm, driver.on_open, once=True, owner=driver)
             return opened(relid, status)
 
