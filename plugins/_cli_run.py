@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from winhv.drivers.vmms import Host, IllegalTransition, VmState
+from winhv.drivers.vmms import STOP_TIMEOUT_S, Host, IllegalTransition, VmmsError, VmState
 
 from ._driverset import DriverSet, load_default_driver_set, load_driver_set
 from ._hostbuild import boot_driver_set
@@ -62,22 +62,10 @@ class _Progress:
                        f"{running}/{len(vms)} VMs running", err=True)
 
 
-def _ic_report(vm: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    worker = vm.worker
-    for device in vm.spec.devices:
-        if device.kind != "ic":
-            continue
-        vsp = worker.ic_named(device.type_name) if worker is not None else None
-        entry: dict[str, Any] = {"ic": device.type_name,
-                                 "open": bool(vsp and vsp.context and worker.host_devices.get(
-                                     device.name) and worker.host_devices[device.name].channel)}
-        for attr in ("health", "state", "negotiated"):
-            value = getattr(vsp, attr, None) if vsp is not None else None
-            if value is not None and not callable(value):
-                entry[attr] = str(getattr(value, "value", value))
-        out[device.name] = entry
-    return out
+def _ic_report(host: Host, vm: Any) -> dict[str, Any]:
+    """Each IC as the management API reports it, without the keys that are ``None``."""
+    return {name: {k: v for k, v in status.items() if v is not None}
+            for name, status in host.vmms.ics(vm.name).items()}
 
 
 def vm_report(host: Host, vm: Any) -> dict[str, Any]:
@@ -92,7 +80,8 @@ def vm_report(host: Host, vm: Any) -> dict[str, Any]:
         "devices": [{"name": d.name, "type": d.type_name, "kind": d.kind} for d in
                     vm.spec.devices],
         "bound": [d for d in details.get("devices", []) if d.get("state") == "open"],
-        "ics": _ic_report(vm),
+        "health": details.get("health"),
+        "ics": _ic_report(host, vm),
         "channels": channels,
         "packets_in": sum(c.get("packets_in", 0) for c in channels),
         "packets_out": sum(c.get("packets_out", 0) for c in channels),
@@ -111,12 +100,18 @@ def _print_report(report: dict[str, Any]) -> None:
         state = "open" if channel["open"] else "closed"
         click.echo(f"  relid {channel['relid']:>3} {channel['name']:<16} {state:<7}"
                    f" in {channel['packets_in']:<6} out {channel['packets_out']}")
+    if report["health"] is not None:
+        click.echo(f"  heartbeat health: {report['health']}")
     for name, ic in report["ics"].items():
-        extra = ", ".join(f"{k}={v}" for k, v in ic.items() if k not in ("ic", "open"))
+        extra = ", ".join(f"{k}={v}" for k, v in ic.items() if k in _IC_SHOWN)
         click.echo(f"  IC {name:<14} {'open' if ic['open'] else 'closed'}"
                    + (f" ({extra})" if extra else ""))
     for error in report["errors"]:
         click.echo(f"  error: {error}")
+
+
+#: The IC status keys the human report shows (``--json`` has them all).
+_IC_SHOWN = ("state", "framework", "message", "health", "failure", "close_reason", "error")
 
 
 def _start_all(host: Host) -> None:
@@ -132,7 +127,11 @@ def run_command_impl(ctx: click.Context, file: Path | None, duration: float, as_
 
     def on_event(event: str, **details: Any) -> None:
         # Tap each channel as it opens, so the boot's packets are traced too.
-        if event == "channel_opened" and tracers:
+        if not tracers:
+            return
+        if event == "bus_created":
+            tracers[0].tap_bus(details["vm"], details["devices"], details["client"])
+        elif event == "channel_opened":
             tracers[0].tap_channels()
 
     host = _boot(ctx, file, on_event if trace is not None else None)
@@ -152,7 +151,8 @@ def run_command_impl(ctx: click.Context, file: Path | None, duration: float, as_
         host.settle()
         step(host.scheduler.now)
         host.run_for(int(duration * NS), progress=step,
-                     until=lambda: all(vm.state is VmState.OFF for vm in host.vmms.list()))
+                     until=lambda: all(vm.state in (VmState.OFF, VmState.FAILED)
+                                       for vm in host.vmms.list()))
         reports = [vm_report(host, vm) for vm in host.vmms.list()]
         if tracer is not None:
             click.echo(f"winhv: wrote {tracer.records} trace records to {trace}", err=True)
@@ -178,7 +178,7 @@ def register(cli: click.Group) -> None:
     @file_argument
     @click.option("--duration", type=click.FloatRange(min=0), default=10.0, show_default=True,
                   help="Seconds of virtual time to run after boot (stops early if every VM "
-                       "is off).")
+                       "is off or failed).")
     @click.option("--trace", type=click.Path(dir_okay=False, path_type=Path),
                   help="Write every hypercall, SynIC message, signal and packet as JSON lines.")
     @json_option
@@ -200,16 +200,21 @@ def register(cli: click.Group) -> None:
         trees = {}
         for vm in host.vmms.list():
             worker = vm.worker
+            details = host.vmms.inspect(vm.name)
             trees[vm.name] = {
                 "state": str(vm.state),
-                "vmbus_version": host.vmms.inspect(vm.name).get("vmbus_version"),
+                "vmbus_version": details.get("vmbus_version"),
+                "health": details.get("health"),
+                "ics": _ic_report(host, vm),
                 "devices": worker.client.tree() if worker and worker.client else [],
             }
         if as_json:
             _emit_json(trees)
             return
         for name, tree in trees.items():
-            click.echo(f"{name} ({tree['state']}, VMBus {tree['vmbus_version'] or '-'})")
+            health = f", heartbeat {tree['health']}" if tree["health"] is not None else ""
+            click.echo(f"{name} ({tree['state']}, VMBus {tree['vmbus_version'] or '-'}"
+                       f"{health})")
             for d in tree["devices"]:
                 click.echo(f"  relid {d['relid']:>3}  conn {d['connection_id']:#06x}  "
                            f"{d['state']:<8} {d['driver'] or '(no driver)'}")
@@ -264,35 +269,110 @@ def register(cli: click.Group) -> None:
     @click.argument("actions", nargs=-1, required=True)
     @click.option("--file", "file", type=click.Path(dir_okay=False, exists=True,
                                                    path_type=Path))
+    @click.option("--pool", default="external", show_default=True,
+                  help="KVP pool of the kvp-* actions: external, guest, auto, auto-external, "
+                       "auto-internal or 0-4.")
     @json_option
     @click.pass_context
     def vm_do(ctx: click.Context, name: str, actions: tuple[str, ...], file: Path | None,
-              as_json: bool) -> None:
-        """Apply ACTIONS to VM NAME in order: start, stop, stop-force, pause, resume, save,
-        reset, wait=SECONDS (virtual). Prints the state after each."""
+              pool: str, as_json: bool) -> None:
+        """Apply ACTIONS to VM NAME in order and print the state after each.
+
+        \b
+        Lifecycle: start, stop (graceful through the shutdown IC; without one, or if the
+        guest refuses, the hard stop after the timeout), stop-force, restart (a reboot
+        through the shutdown IC, then Running again), restart-force, pause, resume, save,
+        reset, wait=SECONDS (virtual).
+        KVP of the running VM (--pool): kvp-set:KEY=VALUE, kvp-set-int:KEY=NUMBER,
+        kvp-get:KEY, kvp-delete:KEY, kvp-list.
+        """
         host = _boot(ctx, file)
-        vmms = host.vmms
         steps = []
-        simple = {"start": vmms.start, "pause": vmms.pause, "resume": vmms.resume,
-                  "save": vmms.save, "reset": vmms.reset, "stop": vmms.stop,
-                  "stop-force": lambda n: vmms.stop(n, force=True)}
         for action in actions:
             try:
-                if action.startswith("wait="):
-                    host.run_for(int(float(action[5:]) * NS))
-                elif action in simple:
-                    simple[action](name)
-                    host.settle()
-                else:
-                    _fail(f"unknown action {action!r}: expected one of "
-                          f"{', '.join(sorted(simple))} or wait=SECONDS")
-            except (IllegalTransition, KeyError) as exc:
+                step = _vm_action(host, name, action, pool)
+            except (IllegalTransition, VmmsError, KeyError, ValueError) as exc:
                 _fail(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
-            vm = vmms.get(name)
-            steps.append({"action": action, "state": str(vm.state), "reason": vm.reason,
-                          "t": host.scheduler.now})
+            vm = host.vmms.get(name)
+            step = {"action": action, "state": str(vm.state), "reason": vm.reason,
+                    "stop_mode": vm.stop_mode, "restarts": vm.restarts,
+                    "health": host.vmms.health(name),
+                    "t": host.scheduler.now, **step}
+            steps.append(step)
             if not as_json:
-                click.echo(f"{action:<12} -> {vm.state}" + (f" ({vm.reason})"
-                                                            if vm.reason else ""))
+                click.echo(_step_line(step))
         if as_json:
             _emit_json(steps)
+
+
+#: The lifecycle actions of ``winhv vm do`` that take no argument.
+_LIFECYCLE = ("pause", "reset", "restart", "restart-force", "resume", "save", "start", "stop",
+              "stop-force")
+_KVP_ACTIONS = ("kvp-delete:KEY", "kvp-get:KEY", "kvp-list", "kvp-set-int:KEY=NUMBER",
+                "kvp-set:KEY=VALUE")
+
+
+def _vm_action(host: Host, name: str, action: str, pool: str) -> dict[str, Any]:
+    """Carry out one ``winhv vm do`` action; returns what the step adds to its report."""
+    vmms = host.vmms
+    verb, _, argument = action.partition(":")
+    if action.startswith("wait="):
+        try:
+            seconds = float(action[5:])
+        except ValueError:
+            raise ValueError(f"{action!r}: expected wait=SECONDS") from None
+        host.run_for(int(seconds * NS))
+        return {}
+    if action in _LIFECYCLE:
+        if action.endswith("-force"):
+            getattr(vmms, action.removesuffix("-force"))(name, force=True)
+        else:
+            getattr(vmms, action)(name)
+        host.settle()
+        vm = vmms.get(name)
+        if action in ("stop", "restart") and vm.state is VmState.STOPPING:
+            # The guest has until the stop's timeout; run the clock until the VM is off.
+            host.run_for((STOP_TIMEOUT_S + 1) * NS,
+                         until=lambda: vm.state is not VmState.STOPPING)
+            host.settle()
+        return {}
+    if verb in ("kvp-set", "kvp-set-int"):
+        key, sep, value = argument.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{action!r}: expected {verb}:KEY=VALUE")
+        if verb == "kvp-set-int":
+            try:
+                number: str | int = int(value, 0)
+            except ValueError:
+                raise ValueError(f"{action!r}: {value!r} is not an integer") from None
+        else:
+            number = value
+        vmms.kvp_set(name, key, number, pool=pool)
+        return {"pool": pool, "key": key, "value": number}
+    if verb in ("kvp-get", "kvp-delete") and argument:
+        if verb == "kvp-get":
+            return {"pool": pool, "key": argument,
+                    "value": vmms.kvp_get(name, argument, pool=pool)}
+        return {"pool": pool, "key": argument,
+                "deleted": vmms.kvp_delete(name, argument, pool=pool)}
+    if action == "kvp-list":
+        return {"pool": pool, "items": [list(item) for item in vmms.kvp_items(name, pool=pool)]}
+    raise ValueError(f"unknown action {action!r}: expected one of {', '.join(_LIFECYCLE)}, "
+                     f"wait=SECONDS, {', '.join(_KVP_ACTIONS)}")
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    line = f"{step['action']:<12} -> {step['state']}"
+    notes = [step["reason"]] if step["reason"] else []
+    if step["action"].startswith(("stop", "restart")) and step["stop_mode"] and not any(
+            step["stop_mode"] in note for note in notes):
+        notes.append(f"{step['stop_mode']} stop")
+    if notes:
+        line += f" ({'; '.join(notes)})"
+    if "items" in step:
+        line += "".join(f"\n  {key} = {value}" for key, value in step["items"])
+    elif "deleted" in step:
+        line += f": {step['key']} {'deleted' if step['deleted'] else 'was not there'}"
+    elif "value" in step:
+        line += f": {step['key']} = {step['value'] if step['value'] is not None else '(none)'}"
+    return line

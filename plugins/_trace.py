@@ -73,6 +73,39 @@ class Tracer:
                              "payload": block[16:16 + size].hex(),
                              "status": _status_name(status)})
 
+    def tap_bus(self, vm: str, devices: Any, client: Any) -> None:
+        """Tap every channel of one VM the moment it opens, on both ends, before the driver's
+        ``on_open`` runs: what a VSP or VSC sends on open (an IC's version negotiation, the
+        storage driver's first request) is traced too. ``devices`` are the worker's host
+        devices (name -> HostDevice), ``client`` the guest's VMBus client."""
+        for device in devices.values():
+            device.vsp.on_open = self._tapping(vm, device.vsp.on_open)
+        opened = client.open_result
+
+        def open_result(relid: int, status: int) -> Any:
+            guest = client.devices.get(relid)
+            driver = getattr(guest, "driver", None)
+            # (a driver with its own instance on_open, or without a __dict__, is tapped at
+            # bind instead, by tap_channels)
+            if driver is not None and status == 0 and \
+                    "on_open" not in getattr(driver, "__dict__", {"on_open": None}):
+                driver.on_open = self._tapping(vm, driver.on_open, once=True, owner=driver)
+            return opened(relid, status)
+
+        client.open_result = open_result
+
+    def _tapping(self, vm: str, on_open: Any, *, once: bool = False, owner: Any = None) -> Any:
+        """``on_open`` that first attaches this tracer's tap to the channel."""
+        def tapped(channel: Any) -> Any:
+            if id(channel) not in self._tapped:
+                self._tapped.add(id(channel))
+                channel.taps.append(self._packet(vm))
+            if once and owner is not None:
+                del owner.on_open   # back to the class's method
+            return on_open(channel)
+
+        return tapped
+
     def tap_channels(self) -> None:
         """Attach packet taps to every channel opened since the last call."""
         for vm in self.host.vmms.list():

@@ -61,6 +61,11 @@ class Host:
         while True:
             deadline = scheduler.next_deadline()
             if deadline is None or deadline > scheduler.now + max_ns:
-                return steps
+                # An update may have started something (a restart boots its VM again).
+                more = self.run_until_idle()
+                if not more:
+                    return steps
+                steps += more
+                continue
             steps += scheduler.run_until(deadline)
             self.vmms.update()

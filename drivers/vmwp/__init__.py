@@ -4,6 +4,7 @@ kernel, VMBus client and VSC drivers (Hyper-V's ``vmwp.exe``)."""
 
 from __future__ import annotations
 
+from winhv.drivers.vmwp._port import GuestTimer, PartitionPort
 from winhv.drivers.vmwp._worker import Worker, WorkerError
 
-__all__ = ["Worker", "WorkerError"]
+__all__ = ["GuestTimer", "PartitionPort", "Worker", "WorkerError"]

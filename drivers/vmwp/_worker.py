@@ -21,6 +21,7 @@ from winhv.drivers.vid import Vid, VidPartition
 from winhv.drivers.vmbus._guest import DeviceState, GuestDevice, VmbusClient
 from winhv.drivers.vmbus._host import HostDevice, VmbusHost, VmbusServer
 from winhv.drivers.vmms._spec import VmSpec
+from winhv.drivers.vmwp._port import PartitionPort
 
 __all__ = ["GUEST_FIRST_PAGE", "Worker", "WorkerError"]
 
@@ -42,7 +43,8 @@ class Worker:
                  vmbus_version: Any = None) -> None:
         self.spec = spec
         self.name = spec.name
-        self._hv = hypervisor
+        self._machine = hypervisor   # used once, to open this VM's PartitionPort
+        self.port: PartitionPort | None = None
         self._root = root
         self._vmbus = vmbus
         self._vid = vid
@@ -107,12 +109,12 @@ class Worker:
         self._boot_guest(part)
 
     def _boot_guest(self, part: VidPartition) -> None:
-        hv = self._hv
-        pid = part.partition_id
-        guest = Kernel(lambda i, o, vp: hv.handle(pid, input_gpa=i, output_gpa=o, vp_index=vp),
+        self.port = port = PartitionPort(self._machine, part.partition_id)
+        self._machine = None   # from here on the worker holds only its partition's port
+        guest = Kernel(port.guest_handle,
                        PageAllocator(GUEST_FIRST_PAGE, part.memory_pages - GUEST_FIRST_PAGE,
                                      name=self.name),
-                       name=self.name, clock=hv.scheduler, power_off=self._power_off)
+                       name=self.name, clock=port.timer, power_off=self._power_off)
         guest.on_fault = lambda where, exc: self._error(f"guest {where}: {exc}")
         interrupt = guest.interrupt
 
@@ -124,7 +126,7 @@ class Worker:
                 self.fail(f"the guest crashed in its interrupt handler (vector {vector:#x}): "
                           f"{type(exc).__name__}: {exc}")
 
-        hv.set_interrupt_handler(pid, 0, isr)
+        port.connect_interrupts(0, isr)
         guest.enable_synic()
         drivers = []
         for device in self.spec.devices:
@@ -133,6 +135,9 @@ class Worker:
         self.guest = guest
         self.client = VmbusClient(guest, drivers, overrides=self.spec.overrides,
                                   on_change=self._device_changed)
+        # Observers (a tracer) may attach to both ends before the guest connects and any
+        # channel opens: the host devices (name -> HostDevice) and the guest's bus.
+        self._event("bus_created", devices=dict(self.host_devices), client=self.client)
         self.client.connect()
 
     def _device_changed(self, event: str, device: GuestDevice) -> None:
@@ -201,6 +206,30 @@ class Worker:
                 return host.vsp if host is not None else None
         return None
 
+    def ic_status(self) -> dict[str, dict[str, Any]]:
+        """Each IC of this VM by its driver-set name: what its host side reports through
+        ``status()`` (heartbeat health, negotiated versions, ...), or ``{"ic": type, "open":
+        False, "error": ...}`` for an IC whose host side could not be made or has no
+        ``status``. The worker knows no IC: it only asks."""
+        out: dict[str, dict[str, Any]] = {}
+        for device in self.spec.devices:
+            if device.kind != "ic":
+                continue
+            host = self.host_devices.get(device.name)
+            status = getattr(host.vsp, "status", None) if host is not None else None
+            entry: dict[str, Any] = {"ic": device.type_name, "open": False}
+            if host is None:
+                entry["error"] = "its host side failed to start"
+            elif callable(status):
+                try:
+                    entry = {**entry, **dict(status()), "ic": device.type_name}
+                except Exception as exc:   # a plugin IC's bug stays in its entry
+                    entry["error"] = f"status() raised {type(exc).__name__}: {exc}"
+            else:
+                entry["open"] = host.channel is not None
+            out[device.name] = entry
+        return out
+
     def ic(self, kind: type) -> Any:
         """The host side of the first device whose VSP is a ``kind`` (e.g. ShutdownVsp)."""
         for device in self.host_devices.values():
@@ -221,10 +250,12 @@ class Worker:
             self._unbound(device, "vm-stop")
         if self.partition is not None:
             pid = self.partition.partition_id
-            with contextlib.suppress(KeyError, ValueError):
-                self._hv.set_interrupt_handler(pid, 0, None)
+            if self.port is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self.port.connect_interrupts(0, None)
             self._vid.destroy_partition(pid)
         self.partition = None
+        self.port = None
         self.server = None
         self.client = None
         self.guest = None
@@ -236,7 +267,8 @@ class Worker:
         part = self.partition
         if part is None:
             return {"name": self.name, "partition": None, "errors": list(self.errors)}
-        hv_part = self._hv.partitions.get(part.partition_id)
+        counters = self.port.counters() if self.port is not None else {"vps": 0,
+                                                                        "hypercalls": 0}
         channels = []
         assert self.server is not None
         for relid, device in sorted(self.server.devices.items()):
@@ -256,14 +288,15 @@ class Worker:
                 "id": part.partition_id,
                 "memory_mb": part.memory_pages >> 8,
                 "processors": part.processors,
-                "vps": sum(1 for vp in (hv_part.vps if hv_part else []) if vp is not None),
-                "hypercalls": hv_part.calls if hv_part is not None else 0,
+                "vps": counters["vps"],
+                "hypercalls": counters["hypercalls"],
             },
             "vmbus_version": (f"{self.client.connected_version >> 16}."
                               f"{self.client.connected_version & 0xFFFF}"
                               if self.client and self.client.connected_version else None),
             "channels": channels,
             "devices": self.client.tree() if self.client else [],
+            "ics": self.ic_status(),
             "errors": self._all_errors(),
         }
 

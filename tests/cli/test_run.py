@@ -91,7 +91,9 @@ def test_run_json_reports_every_vm_of_the_default_driver_set(plugins: DiscoveryR
     assert vm["vmbus_version"] == "5.3"
     assert list(vm["ics"]) == ICS
     assert all(ic["open"] for ic in vm["ics"].values())
-    assert vm["ics"]["heartbeat"]["health"]
+    assert vm["health"] == vm["ics"]["heartbeat"]["health"] == "ok"
+    assert all(ic["state"] == "ready" and ic["framework"] == "3.0"
+               for ic in vm["ics"].values())
     assert len(vm["bound"]) == len(vm["devices"]) == len(vm["channels"])
     assert vm["hypercalls"] > 0
     assert vm["packets_in"] == sum(c["packets_in"] for c in vm["channels"]) > 0
@@ -147,6 +149,14 @@ def test_trace_writes_json_lines_of_every_kind_in_virtual_time_order(
     assert from_guest
     assert all(r["type"] == 1 and r["connection"] in (1, 4) for r in from_guest)
     packets = [r for r in records if r["kind"] == "packet"]
+    # every packet one end sends the other end receives, the ones sent on open included
+    # (a host IC's negotiation request leaves from inside its on_open)
+    # (a reader sees the payload padded to 8 bytes, §4.3)
+    sent = sorted((p["relid"], p["side"], p["type"], -(-p["size"] // 8) * 8)
+                  for p in packets if p["direction"] == "out")
+    received = sorted((p["relid"], {"host": "guest", "guest": "host"}[p["side"]], p["type"],
+                       p["size"]) for p in packets if p["direction"] == "in")
+    assert sent == received
     # both ends of the channels, from the boot on (the ICs negotiate first)
     assert {p["side"] for p in packets} == {"host", "guest"}
     assert {p["direction"] for p in packets} == {"in", "out"}
@@ -172,12 +182,17 @@ def test_bus_json_is_the_enumeration_tree_per_vm(
             assert d["interface_id"]
             assert d["instance_id"]
     assert str(ECHO_IF) in {d["interface_id"] for d in tree["a"]["devices"]}
+    assert (tree["a"]["health"], tree["b"]["health"]) == ("ok", None)
+    assert tree["a"]["ics"]["heartbeat"]["health"] == "ok"
+    assert tree["a"]["ics"]["shutdown"]["message"] == "3.2"
+    assert tree["b"]["ics"] == {}
 
 
 def test_bus_human_tree(plugins: DiscoveryResult, two_vms: Path) -> None:
     result = run(plugins, "bus", str(two_vms))
     assert result.exit_code == 0, result.output
-    assert "a (Running, VMBus 5.3)" in result.stdout
+    assert "a (Running, VMBus 5.3, heartbeat ok)" in result.stdout
+    assert "b (Running, VMBus 5.3)" in result.stdout    # no heartbeat IC, no health
     assert f"interface {ECHO_IF}" in result.stdout
 
 
@@ -222,3 +237,77 @@ def test_vm_do_an_illegal_action_is_one_line_naming_the_state(
     unknown = run(plugins, "vm", "do", "b", "explode", "--file", str(two_vms))
     assert unknown.exit_code == 1
     assert unknown.stderr.startswith("Error: unknown action 'explode': expected one of")
+
+
+def test_vm_inspect_reports_the_ics_and_heartbeat_health(
+    plugins: DiscoveryResult, two_vms: Path,
+) -> None:
+    result = run(plugins, "vm", "inspect", "a", "--file", str(two_vms), "--json")
+    assert result.exit_code == 0, result.output
+    details = json.loads(result.stdout)
+    assert details["health"] == "ok"
+    assert set(details["ics"]) == {"shutdown", "heartbeat"}
+    assert all(ic["open"] for ic in details["ics"].values())
+    human = run(plugins, "vm", "inspect", "a", "--file", str(two_vms))
+    assert "heartbeat health: ok" in human.stdout
+
+
+def test_vm_do_stop_without_a_shutdown_ic_ends_off_with_the_hard_stop(
+    plugins: DiscoveryResult, two_vms: Path,
+) -> None:
+    result = run(plugins, "vm", "do", "b", "start", "stop", "--file", str(two_vms), "--json")
+    assert result.exit_code == 0, result.output
+    start, stop = json.loads(result.stdout)
+    assert (stop["state"], stop["stop_mode"]) == ("Off", "hard")
+    assert stop["reason"] == "the VM has no shutdown IC: hard stop after 30 s"
+    assert stop["t"] - start["t"] == 30_000_000_000
+    graceful = run(plugins, "vm", "do", "a", "start", "stop", "--file", str(two_vms))
+    assert graceful.stdout.splitlines()[-1] == "stop         -> Off (graceful stop)"
+
+
+def test_vm_do_kvp_of_a_running_vm(plugins: DiscoveryResult) -> None:
+    result = run(plugins, "vm", "do", "default", "start", "kvp-set:Color=blue",
+                 "kvp-set-int:Count=0x10", "kvp-get:Color", "kvp-get:Nope", "kvp-list",
+                 "kvp-delete:Color", "kvp-delete:Color", "kvp-list", "--json")
+    assert result.exit_code == 0, result.output
+    steps = json.loads(result.stdout)
+    assert [s.get("value") for s in steps[1:5]] == ["blue", 16, "blue", None]
+    assert steps[5]["items"] == [["Color", "blue"], ["Count", "16"]]
+    assert [s["deleted"] for s in steps[6:8]] == [True, False]
+    assert steps[8]["items"] == [["Count", "16"]]
+    assert {s["state"] for s in steps} == {"Running"}
+    auto = run(plugins, "vm", "do", "default", "start", "kvp-list", "--pool", "auto")
+    assert "  FullyQualifiedDomainName = default" in auto.stdout
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["kvp-get:k"], "Error: VM 'default': cannot read a KVP item while Off (the VM must be "
+                    "Running)"),
+    (["start", "kvp-get:k", "--pool", "nowhere"], "Error: KVP pool: found 'nowhere', "
+                                                  "expected one of external (0)"),
+    (["start", "kvp-set:novalue"], "Error: 'kvp-set:novalue': expected kvp-set:KEY=VALUE"),
+    (["start", "kvp-set-int:n=ten"], "Error: 'kvp-set-int:n=ten': 'ten' is not an integer"),
+    (["start", f"kvp-set:{'k' * 300}=v"], "Error: KVP key"),
+])
+def test_vm_do_kvp_errors_are_one_line(plugins: DiscoveryResult, args: list[str],
+                                       error: str) -> None:
+    result = run(plugins, "vm", "do", "default", *args)
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(error), result.stderr
+
+
+def test_vm_do_restart_reboots_through_the_shutdown_ic_or_resets_after_the_timeout(
+    plugins: DiscoveryResult, two_vms: Path,
+) -> None:
+    graceful = run(plugins, "vm", "do", "a", "start", "restart", "restart-force", "--file",
+                   str(two_vms), "--json")
+    assert graceful.exit_code == 0, graceful.output
+    steps = json.loads(graceful.stdout)
+    assert [(s["state"], s["restarts"], s["reason"]) for s in steps] == [
+        ("Running", 0, None), ("Running", 1, None), ("Running", 2, None)]
+    reset = run(plugins, "vm", "do", "b", "start", "restart", "--file", str(two_vms), "--json")
+    start, restart = json.loads(reset.stdout)
+    assert (restart["state"], restart["restarts"]) == ("Running", 1)
+    assert restart["reason"] == "the VM has no shutdown IC: hard stop after 30 s"
+    assert restart["t"] - start["t"] == 30_000_000_000

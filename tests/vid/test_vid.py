@@ -154,3 +154,23 @@ def test_bad_sizes_are_refused_before_any_hypercall(machine, memory_mb, processo
     with pytest.raises(ValueError, match="must be positive"):
         vid.create_partition("bad", memory_mb=memory_mb, processors=processors)
     assert _children(hv) == []
+
+
+def test_vid_works_only_through_the_roots_hypercalls(machine):
+    """Every change VID makes to the hypervisor is a hypercall the root made through its WinHv
+    handle, in the TLFS order (§1.7), each one succeeding: nothing reaches into the
+    hypervisor's objects around the bridge."""
+    hv, root, vid = machine
+    assert type(root.hv).__name__ == "WinHv"      # VID's only door: the root's handle
+    calls: list[tuple[int, str, int]] = []
+    hv.bridge.tracer = lambda pid, control, _rdx, _r8, result: calls.append(
+        (pid, HvCallCode(control & 0xFFFF).name, result & 0xFFFF))
+    part = vid.create_partition("vm", memory_mb=3, processors=2)
+    maps = -(-part.memory_pages // MAP_BATCH)
+    assert calls == [(root.partition_id, name, HvStatus.SUCCESS) for name in (
+        ["CREATE_PARTITION", "SET_PARTITION_PROPERTY", "DEPOSIT_MEMORY",
+         "INITIALIZE_PARTITION"] + ["MAP_GPA_PAGES"] * maps + ["CREATE_VP"] * 2)]
+    calls.clear()
+    vid.destroy_partition(part.partition_id)
+    assert calls == [(root.partition_id, "FINALIZE_PARTITION", HvStatus.SUCCESS),
+                     (root.partition_id, "DELETE_PARTITION", HvStatus.SUCCESS)]

@@ -17,18 +17,18 @@ from winhv.drivers.vmms import TRANSITIONS, Host, IllegalTransition, VmState
 
 S = VmState
 NS = 1_000_000_000
-REQUESTS = ("start", "stop", "pause", "resume", "save", "reset", "delete")
+REQUESTS = ("start", "stop", "restart", "pause", "resume", "save", "reset", "delete")
 
 #: The requests each state accepts; every other (state, request) pair must be refused.
 LEGAL: dict[VmState, frozenset[str]] = {
     S.OFF: frozenset({"start", "delete"}),
-    S.STARTING: frozenset({"stop"}),
-    S.RUNNING: frozenset({"stop", "pause", "save"}),
+    S.STARTING: frozenset({"stop", "restart"}),
+    S.RUNNING: frozenset({"stop", "restart", "pause", "save"}),
     S.PAUSING: frozenset(),
-    S.PAUSED: frozenset({"stop", "resume", "save"}),
+    S.PAUSED: frozenset({"stop", "restart", "resume", "save"}),
     S.RESUMING: frozenset(),
     S.SAVING: frozenset(),
-    S.SAVED: frozenset({"start", "stop"}),
+    S.SAVED: frozenset({"start", "stop", "restart"}),
     S.STOPPING: frozenset(),
     S.FAILED: frozenset({"reset"}),
 }
@@ -37,7 +37,11 @@ AFTER: dict[tuple[VmState, str], VmState | None] = {
     (S.OFF, "start"): S.STARTING,
     (S.OFF, "delete"): None,
     (S.STARTING, "stop"): S.OFF,
+    (S.STARTING, "restart"): S.STARTING,  # a hard stop, then it starts again at once
     (S.RUNNING, "stop"): S.STOPPING,     # no shutdown IC: Stopping until the timeout
+    (S.RUNNING, "restart"): S.STOPPING,
+    (S.PAUSED, "restart"): S.STOPPING,
+    (S.SAVED, "restart"): S.STARTING,    # the saved state discarded, a fresh boot
     (S.RUNNING, "pause"): S.PAUSED,
     (S.RUNNING, "save"): S.SAVED,
     (S.PAUSED, "stop"): S.STOPPING,
@@ -84,7 +88,11 @@ FIRST: dict[tuple[VmState, str], VmState | None] = {
     (S.OFF, "start"): S.STARTING,
     (S.OFF, "delete"): None,
     (S.STARTING, "stop"): S.STOPPING,
+    (S.STARTING, "restart"): S.STOPPING,
     (S.RUNNING, "stop"): S.STOPPING,
+    (S.RUNNING, "restart"): S.STOPPING,
+    (S.PAUSED, "restart"): S.STOPPING,
+    (S.SAVED, "restart"): S.OFF,
     (S.RUNNING, "pause"): S.PAUSING,
     (S.RUNNING, "save"): S.SAVING,
     (S.PAUSED, "stop"): S.STOPPING,

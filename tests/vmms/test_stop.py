@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from support.hosts import echo_spec, make_host, ping
 
-from winhv.drivers.vmms import STOP_TIMEOUT_S, Host, VmState
+from winhv.drivers.vmms import STOP_TIMEOUT_S, Host, IllegalTransition, VmState
 
 S = VmState
 NS = 1_000_000_000
@@ -89,7 +89,7 @@ def test_a_refused_shutdown_is_a_hard_stop_after_the_timeout() -> None:
     assert vm.state is S.STOPPING                # not one ns early
     host.run_for(1)
     assert vm.state is S.OFF
-    assert vm.reason == "the guest did not shut down in time: hard stop"
+    assert vm.reason == "the guest refused to shut down: hard stop after 5 s"
     assert_off_and_gone(host, "hard")
 
 
@@ -102,7 +102,8 @@ def test_without_a_shutdown_ic_the_stop_is_hard_after_the_default_timeout() -> N
     assert ping(host, "vm", b"alive while stopping") == [b"echo:alive while stopping"]
     host.run_for(start + STOP_TIMEOUT_S * NS - host.scheduler.now)
     assert host.vmms.get("vm").state is S.OFF
-    assert "did not shut down in time" in (host.vmms.get("vm").reason or "")
+    assert host.vmms.get("vm").reason == (f"the VM has no shutdown IC: hard stop after "
+                                          f"{STOP_TIMEOUT_S} s")
     assert_off_and_gone(host, "hard")
 
 
@@ -148,3 +149,46 @@ def test_stopping_a_saved_vm_discards_its_state() -> None:
     assert vm.history[-1][1:] == (S.SAVED, S.OFF)
     assert vm.reason == "saved state discarded"
     assert_off_and_gone(host, "hard")
+
+
+def test_restart_asks_the_guest_to_reboot_and_the_vm_comes_back_running() -> None:
+    host = running(shutdown=True)
+    questions = asked(host)
+    host.vmms.restart("vm", message="patching")
+    host.settle()
+    vm = host.vmms.get("vm")
+    assert questions == [("reboot", 0x80000000, "patching")]   # flags bit 1 on the wire
+    assert [(old, new) for _, old, new in vm.history[-4:]] == [
+        (S.RUNNING, S.STOPPING), (S.STOPPING, S.OFF), (S.OFF, S.STARTING),
+        (S.STARTING, S.RUNNING)]
+    assert (vm.restarts, vm.restart_pending, vm.reason) == (1, False, None)
+    assert ping(host, "vm", b"rebooted") == [b"echo:rebooted"]
+    assert host.vmms.get("other").state is S.RUNNING
+
+
+def test_restart_without_a_shutdown_ic_is_a_reset_after_the_timeout() -> None:
+    host = running(shutdown=False)
+    start = host.scheduler.now
+    host.vmms.restart("vm", timeout_s=5)
+    host.run_for(5 * NS - 1)
+    assert host.vmms.get("vm").state is S.STOPPING
+    host.run_for(1)
+    host.settle()
+    vm = host.vmms.get("vm")
+    assert vm.state is S.RUNNING
+    assert vm.history[-3][0] == start + 5 * NS      # Stopping -> Off at the timeout
+    assert vm.reason == "the VM has no shutdown IC: hard stop after 5 s"
+    assert ping(host, "vm", b"reset") == [b"echo:reset"]
+
+
+def test_a_forced_restart_resets_at_once_and_an_illegal_one_names_the_state() -> None:
+    host = running(shutdown=True)
+    questions = asked(host)
+    host.vmms.restart("vm", force=True)
+    host.settle()
+    assert questions == []
+    assert host.vmms.get("vm").state is S.RUNNING
+    host.vmms.stop("vm", force=True)
+    with pytest.raises(IllegalTransition, match="cannot restart while Off"):
+        host.vmms.restart("vm")
+    assert host.vmms.get("vm").restart_pending is False

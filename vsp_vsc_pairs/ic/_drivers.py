@@ -151,6 +151,23 @@ class IcVsp(_EventLog, Vsp):
         """The machine's virtual time in ns (0 before the VSP is placed in a VM)."""
         return int(self.context.now()) if self.context is not None else 0
 
+    def status(self) -> dict[str, Any]:
+        """This IC as the management API reports it (plain JSON-able values): ``ic`` (its
+        name), ``open``, ``state`` (idle, negotiating, ready, failed), the negotiated
+        ``framework``/``message`` versions (``None`` until agreed), ``failure`` (why this side
+        closed the channel) and ``close_reason``. Subclasses add their own keys (heartbeat
+        health, ...). The VM worker calls it for every IC (duck-typed: it knows no ICs)."""
+        versions = self.protocol.versions
+        return {
+            "ic": self.spec.name,
+            "open": self.channel is not None,
+            "state": self.protocol.state.value,
+            "framework": str(versions.framework) if versions else None,
+            "message": str(versions.message) if versions else None,
+            "failure": self.failure or self.protocol.failure_reason,
+            "close_reason": self.close_reason,
+        }
+
     # -- the Vsp interface -----------------------------------------------------------------------
 
     def offer(self) -> OfferSpec:

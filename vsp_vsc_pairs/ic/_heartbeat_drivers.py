@@ -75,6 +75,12 @@ class HeartbeatVsp(IcVsp):
         """Virtual time (ns) of the guest's last valid answer."""
         return self.host.last_answer_at
 
+    def status(self) -> dict[str, Any]:
+        """The IC's status plus ``health`` (ok, no-contact, lost), ``last_sequence`` and
+        ``last_answer_at`` (virtual ns) of the guest's last valid answer."""
+        return {**super().status(), "health": self.health.value,
+                "last_sequence": self.last_sequence, "last_answer_at": self.last_answer_at}
+
     def on_open(self, channel: Any) -> None:
         self._lost_by_close = False
         super().on_open(channel)

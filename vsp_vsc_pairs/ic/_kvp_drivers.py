@@ -128,13 +128,17 @@ class KvpVsp(IcVsp):
         """Requests not yet settled."""
         return len(self._waiters)
 
+    def status(self) -> dict[str, Any]:
+        """The IC's status plus ``waiting``: requests not yet settled."""
+        return {**super().status(), "waiting": self.waiting}
+
     # -- requests ----------------------------------------------------------------------------
 
-    def get(self, pool: KvpPool | int, key: str, callback: KvpCallback | None = None) -> None:
+    def get(self, pool: KvpPool | int | str, key: str, callback: KvpCallback | None = None) -> None:
         """Read ``key`` from the guest's ``pool`` (S_CONT if absent)."""
         self._request(_SINGLE, callback, lambda now: self.host.get(pool, key, now))
 
-    def set(self, pool: KvpPool | int, key: str, value: KvpValue,
+    def set(self, pool: KvpPool | int | str, key: str, value: KvpValue,
             callback: KvpCallback | None = None, *,
             value_type: KvpValueType | None = None) -> None:
         """Store ``value`` (a string or an integer) under ``key`` in the guest's ``pool``.
@@ -145,12 +149,12 @@ class KvpVsp(IcVsp):
         self._request(_SINGLE, callback,
                       lambda now: self.host.set(pool, key, value, now, value_type=value_type))
 
-    def delete(self, pool: KvpPool | int, key: str,
+    def delete(self, pool: KvpPool | int | str, key: str,
                callback: KvpCallback | None = None) -> None:
         """Delete ``key`` from the guest's ``pool`` (S_CONT if absent)."""
         self._request(_SINGLE, callback, lambda now: self.host.delete(pool, key, now))
 
-    def enumerate(self, pool: KvpPool | int,
+    def enumerate(self, pool: KvpPool | int | str,
                   callback: KvpWalkCallback | KvpCallback | None = None, *,
                   index: int | None = None) -> None:
         """Without ``index``: walk the whole ``pool`` (the callback gets a

@@ -77,6 +77,10 @@ class ShutdownVsp(IcVsp):
         """Requests not yet settled."""
         return len(self._waiters)
 
+    def status(self) -> dict[str, Any]:
+        """The IC's status plus ``waiting``: requests not yet settled."""
+        return {**super().status(), "waiting": self.waiting}
+
     def request(self, kind: ShutdownKind | str = "shutdown", *,
                 reason: int = SHTDN_REASON_FLAG_PLANNED, timeout_s: int | None = None,
                 force: bool = False, message: str = "",

@@ -20,12 +20,13 @@ from typing import Any, ClassVar, Final
 from winhv.plugins.api import ConfigField
 
 from ._drivers import IcVsc, IcVsp
-from ._framework import IcGuestProtocol, IcHostProtocol
+from ._framework import IcEvent, IcGuestProtocol, IcHostProtocol
 from ._icmsg import IC_BY_NAME, IcSpec
 from .timesync import (
     DEFAULT_SAMPLE_PERIOD_NS,
     WLTIMEDELTA,
     GuestClock,
+    TimesyncAnswered,
     TimesyncGuest,
     TimesyncHost,
 )
@@ -59,6 +60,19 @@ class TimesyncVsp(IcVsp):
 
     spec: ClassVar[IcSpec] = IC_BY_NAME["timesync"]
     config_schema = TIMESYNC_CONFIG
+
+    def __init__(self, config: Any = None) -> None:
+        #: Samples the guest answered (on every channel open so far).
+        self.answered = 0
+        super().__init__(config)
+
+    def status(self) -> dict[str, Any]:
+        """The IC's status plus ``samples_answered``."""
+        return {**super().status(), "samples_answered": self.answered}
+
+    def _on_event(self, event: IcEvent) -> None:
+        if isinstance(event, TimesyncAnswered):
+            self.answered += 1
 
     def _new_protocol(self) -> IcHostProtocol:
         period = self.config["sample_period_ms"] * 1_000_000

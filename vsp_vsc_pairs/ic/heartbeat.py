@@ -49,7 +49,9 @@ __all__ = [
     "HeartbeatHost",
 ]
 
-#: Linux ``heartbeat_msg_data``: seq_num u64 @0, reserved u32[8] @8 (40 bytes).
+#: Linux ``heartbeat_msg_data``: seq_num u64 @0, reserved u32[8] @8 (40 bytes; Linux
+#: ``include/linux/hyperv.h``: ``struct heartbeat_msg_data { u64 seq_num; u32 reserved[8]; }
+#: __packed``).
 HEARTBEAT_LINUX: Final = struct.Struct("<Q8I")
 HEARTBEAT_LINUX_SIZE: Final = HEARTBEAT_LINUX.size
 #: OpenVMM ``HeartbeatMessage``: sequence_number u64 @0, application_state u32 @8, reserved[4].

@@ -69,9 +69,12 @@ __all__ = [
     "KvpValue",
     "KvpValueError",
     "KvpValueType",
+    "kvp_pool",
 ]
 
-#: operation u8, pool u8, pad u16 (Linux ``hv_kvp_hdr``).
+#: operation u8, pool u8, pad u16 (Linux ``include/uapi/linux/hyperv.h``: ``struct hv_kvp_hdr
+#: { __u8 operation; __u8 pool; __u16 pad; } __attribute__((packed))``; OpenVMM's 2-byte
+#: header plus data has the same totals for the non-IP messages, §8.11).
 KVP_HEADER: Final = struct.Struct("<BBH")
 #: value_type, key_size, value_size u32; key[512]; value[2048] (``hv_kvp_exchg_msg_value``).
 KVP_VALUE: Final = struct.Struct("<III512s2048s")
@@ -119,7 +122,12 @@ class KvpPool(IntEnum):
 
 
 class KvpValueType(IntEnum):
-    """``value_type`` (§5.7); U64 is Linux's 64-bit type, QWORD OpenVMM's."""
+    """``value_type`` (§5.7); U64 is Linux's 64-bit type, QWORD OpenVMM's.
+
+    The sheet flags the 64-bit code as unsure (§8.12); Linux ``include/uapi/linux/hyperv.h``
+    defines ``REG_SZ 1``, ``REG_U32 4``, ``REG_U64 8``, while 11 is Windows' ``REG_QWORD``
+    that OpenVMM sends: the guest accepts both, the host sends ``U64`` unless told.
+    """
 
     STRING = 1
     EXPAND_STRING = 2
@@ -155,6 +163,16 @@ class KvpResult(IcEvent):
     def ok(self) -> bool:
         return self.status == IcStatus.S_OK
 
+    @property
+    def absent(self) -> bool:
+        """The guest has no such key or index (it answered S_CONT / NO_MORE_ITEMS)."""
+        return self.status == IcStatus.S_CONT
+
+    @property
+    def status_name(self) -> str:
+        """The status as the sheet names it (``S_OK``, ``E_FAIL``, ...) or its hex value."""
+        return _status_name(self.status)
+
 
 @dataclass(frozen=True, slots=True)
 class KvpEnumeration(IcEvent):
@@ -164,6 +182,41 @@ class KvpEnumeration(IcEvent):
     pool: int
     items: tuple[tuple[str, KvpValue], ...]
     status: int
+
+    @property
+    def complete(self) -> bool:
+        """The walk reached the end of the pool (S_CONT) rather than failing midway."""
+        return self.status == IcStatus.S_CONT
+
+    @property
+    def status_name(self) -> str:
+        """The status that ended the walk, named as in :attr:`KvpResult.status_name`."""
+        return _status_name(self.status)
+
+
+def _status_name(status: int) -> str:
+    try:
+        return IcStatus(status).name
+    except ValueError:
+        return f"{status:#010x}"
+
+
+def kvp_pool(pool: KvpPool | int | str) -> KvpPool | int:
+    """A pool given as :class:`KvpPool`, its number, or its name in any case (``"external"``,
+    ``"auto-external"``, ``"2"``): the number to send. Raises :class:`KvpValueError` naming
+    the pools for anything else."""
+    if isinstance(pool, str):
+        text = pool.strip().upper().replace("-", "_")
+        if text.isdigit():
+            return _pool(int(text))
+        try:
+            return KvpPool[text]
+        except KeyError:
+            names = ", ".join(f"{p.name.lower().replace('_', '-')} ({p.value})"
+                              for p in KvpPool)
+            raise KvpValueError(f"KVP pool: found {pool!r}, expected one of {names} "
+                                "(§5.7)") from None
+    return _pool(pool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,14 +320,14 @@ class KvpHost(IcHostProtocol):
 
     # -- requests ----------------------------------------------------------------------------
 
-    def get(self, pool: KvpPool | int, key: str, now: int) -> IcStep:
+    def get(self, pool: KvpPool | int | str, key: str, now: int) -> IcStep:
         """Ask for ``key`` in ``pool``; answered by a :class:`KvpResult` (value or S_CONT)."""
         pool = _pool(pool)
         key_size, key_field = _key_field(key)
         record = KVP_VALUE.pack(0, key_size, 0, key_field, b"")
         return self._send(_Request(KvpOperation.GET, pool, key), record, now)
 
-    def set(self, pool: KvpPool | int, key: str, value: KvpValue, now: int, *,
+    def set(self, pool: KvpPool | int | str, key: str, value: KvpValue, now: int, *,
             value_type: KvpValueType | None = None) -> IcStep:
         """Store ``value`` under ``key`` in ``pool``.
 
@@ -288,17 +341,17 @@ class KvpHost(IcHostProtocol):
         record = KVP_VALUE.pack(vtype, key_size, len(data), key_field, data)
         return self._send(_Request(KvpOperation.SET, pool, key), record, now)
 
-    def delete(self, pool: KvpPool | int, key: str, now: int) -> IcStep:
+    def delete(self, pool: KvpPool | int | str, key: str, now: int) -> IcStep:
         """Delete ``key`` from ``pool`` (S_CONT if it was not there)."""
         pool = _pool(pool)
         return self._send(_Request(KvpOperation.DELETE, pool, key),
                           KVP_DELETE.pack(*_key_field(key)), now)
 
-    def enumerate(self, pool: KvpPool | int, index: int, now: int) -> IcStep:
+    def enumerate(self, pool: KvpPool | int | str, index: int, now: int) -> IcStep:
         """Ask for item ``index`` of ``pool`` (S_CONT past the end)."""
         return self._enumerate(_Request(KvpOperation.ENUMERATE, _pool(pool), index=index), now)
 
-    def enumerate_all(self, pool: KvpPool | int, now: int) -> IcStep:
+    def enumerate_all(self, pool: KvpPool | int | str, now: int) -> IcStep:
         """Walk ``pool`` from index 0 until the guest answers non-S_OK; the walk ends with one
         :class:`KvpEnumeration` (each step also reports its :class:`KvpResult`)."""
         request = _Request(KvpOperation.ENUMERATE, _pool(pool), index=0, walk=[])
@@ -384,7 +437,9 @@ class KvpHost(IcHostProtocol):
             self._emit(KvpEnumeration(request.pool, tuple(request.walk), status))
 
 
-def _pool(pool: KvpPool | int) -> int:
+def _pool(pool: KvpPool | int | str) -> int:
+    if isinstance(pool, str):
+        return int(kvp_pool(pool))
     if isinstance(pool, bool) or not isinstance(pool, int) or not 0 <= pool <= 0xFF:
         raise KvpValueError(f"KVP pool: found {pool!r}, expected 0..4 (§5.7)")
     return int(pool)

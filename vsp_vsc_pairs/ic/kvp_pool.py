@@ -49,7 +49,11 @@ __all__ = [
 #: ``HV_KVP_EXCHANGE_MAX_KEY_SIZE`` / ``MAX_VALUE_SIZE``: the record's field sizes (§5.7).
 KVP_POOL_KEY_SIZE: Final = 512
 KVP_POOL_VALUE_SIZE: Final = 2048
-#: ``struct kvp_record``: key[512], value[2048], no padding.
+#: ``struct kvp_record``: key[512], value[2048], no padding. Checked against Linux
+#: ``tools/hv/hv_kvp_daemon.c``: ``struct kvp_record { char key[HV_KVP_EXCHANGE_MAX_KEY_SIZE];
+#: char value[HV_KVP_EXCHANGE_MAX_VALUE_SIZE]; }``, written whole with ``fwrite(records,
+#: sizeof(struct kvp_record), num_records)`` under an ``F_WRLCK``/``F_SETLKW`` lock
+#: (``kvp_update_file``), read back with ``fread`` in blocks of ``ENTRIES_PER_BLOCK`` (50).
 KVP_POOL_RECORD: Final = struct.Struct(f"{KVP_POOL_KEY_SIZE}s{KVP_POOL_VALUE_SIZE}s")
 KVP_POOL_RECORD_SIZE: Final = KVP_POOL_RECORD.size
 #: Pools 0..4 (Linux ``KVP_POOL_COUNT``).

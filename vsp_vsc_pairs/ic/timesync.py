@@ -82,6 +82,11 @@ TIMESYNC_V1_DATA: Final = struct.Struct("<QQQB3x")
 TIMESYNC_V1_DATA_SIZE: Final = TIMESYNC_V1_DATA.size
 TIMESYNC_V1_DATA_LINUX_SIZE: Final = 25
 #: parenttime, vmreferencetime u64; flags, leap, stratum u8; 5 reserved (OpenVMM, 24 bytes).
+#: The sheet is unsure of the size (§8.11); Linux ``include/linux/hyperv.h`` has ``struct
+#: ictimesync_ref_data { u64 parenttime; u64 vmreferencetime; u8 flags; char leapflags; char
+#: stratum; u8 reserved[3]; } __packed`` (22 bytes) and ``struct ictimesync_data { u64
+#: parenttime; u64 childtime; u64 roundtriptime; u8 flags; } __packed`` (25): the offsets of
+#: every field agree, so the host sends OpenVMM's padded sizes and the guest accepts Linux's.
 TIMESYNC_REF_DATA: Final = struct.Struct("<QQBBB5x")
 TIMESYNC_REF_DATA_SIZE: Final = TIMESYNC_REF_DATA.size
 TIMESYNC_REF_DATA_LINUX_SIZE: Final = 22
