@@ -16,6 +16,7 @@ from winhv.plugins.api import (
     PairDescription,
     Registry,
     Source,
+    VidService,
     VidServiceDescription,
     Vsc,
     Vsp,
@@ -72,11 +73,11 @@ def registry() -> Registry:
             ConfigField("read_only", bool, default=False),
         )),
         PairDescription("network", NETWORK_GUID, "1.0", NetVsp, NetVsc),
-        *(IcDescription(name, guid, object, object, ("3.0", "1.0"))
+        *(IcDescription(name, guid, Vsp, Vsc, ("3.0", "1.0"))
           for name, guid in IC_GUIDS.items() if name != "kvp"),
-        IcDescription("kvp", IC_GUIDS["kvp"], object, object, ("4.0",),
+        IcDescription("kvp", IC_GUIDS["kvp"], Vsp, Vsc, ("4.0",),
                       config=(ConfigField("pool_size", int, default=16, minimum=1),)),
-        VidServiceDescription("balloon", object),
+        VidServiceDescription("balloon", VidService),
     ], src)
     return reg
 

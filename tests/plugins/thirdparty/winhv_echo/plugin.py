@@ -13,7 +13,9 @@ import click
 from winhv.plugins.api import (
     ConfigField,
     IcDescription,
+    OfferSpec,
     PairDescription,
+    VidService,
     VidServiceDescription,
     Vsc,
     Vsp,
@@ -51,15 +53,22 @@ class EchoVsc(Vsc):
         self.received.append(bytes(packet))
 
 
-class PingHost:
-    """Host half of the ping IC."""
+class PingHost(Vsp):
+    """Host half of the ping IC: a VSP whose channel is a pipe, as every IC's is."""
+
+    interface_id = PING_INTERFACE
+
+    def offer(self) -> OfferSpec:
+        return OfferSpec(pipe_mode=True)
 
 
-class PingGuest:
+class PingGuest(Vsc):
     """Guest half of the ping IC."""
 
+    interface_ids = (PING_INTERFACE,)
 
-class Clock:
+
+class Clock(VidService):
     """A VID service that ticks."""
 
 
