@@ -21,6 +21,7 @@ test with the same seed makes the same hypercalls in the same order.
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -60,7 +61,20 @@ FILLER_TRANS_ID = 0xF111_F111_F111_F111
 RING_FIELDS = ("write_index", "read_index", "interrupt_mask", "pending_send_size",
                "feature_bits")
 _VMBUS_SINT = 2
-_CALLBACKS = ("probe", "on_open", "on_packet", "on_close", "remove", "stop", "offer")
+#: The driver callbacks :meth:`MockHost.crash` can make raise, per side (device.py's lifecycles).
+_VSP_CALLBACKS = ("offer", "on_open", "on_packet", "on_close", "stop")
+_VSC_CALLBACKS = ("probe", "on_open", "on_packet", "remove")
+
+
+def _callbacks(owner: type) -> tuple[str, ...]:
+    """The callbacks a driver class has: a VSP's, a VSC's, or (another class) those of both
+    that it defines."""
+    if issubclass(owner, Vsp):
+        return _VSP_CALLBACKS
+    if issubclass(owner, Vsc):
+        return _VSC_CALLBACKS
+    both = dict.fromkeys(_VSP_CALLBACKS + _VSC_CALLBACKS)
+    return tuple(name for name in both if callable(getattr(owner, name, None)))
 
 
 class MockError(AssertionError):
@@ -697,15 +711,18 @@ class MockHost:
         run normally; then ``count`` calls raise ``error`` (default :class:`InjectedFault`).
         The framework must contain it: unbind the driver, close its channel, record why.
         """
-        if method not in _CALLBACKS:
-            raise ValueError(f"method: found {method!r}, expected one of {', '.join(_CALLBACKS)}")
         owner = target if isinstance(target, type) else type(target)
+        callbacks = _callbacks(owner)
+        if method not in callbacks:
+            raise ValueError(f"method: found {method!r}, expected a callback of "
+                             f"{owner.__name__}: one of {', '.join(callbacks)}")
         label = f"{owner.__name__}.{method}"
         fault = Fault("crash", label, lambda _: True, count=count, skip=after,
                       probability=probability)
         original = getattr(target, method)
         mock = self
 
+        @functools.wraps(original)   # logs and tracebacks name the driver's method
         def crashing(*args: Any, **kwargs: Any) -> Any:
             if fault.decide(None, mock.rng):
                 mock.note("fault", f"crash in {label} (call {fault.seen})")
