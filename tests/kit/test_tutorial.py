@@ -1,6 +1,6 @@
-"""``docs/tutorial.md`` and ``docs/cli.md`` run: every command they show is executed in a fresh
-folder and overlay venv and must print what the page shows (``docrun`` says how blocks are
-read), so the pages cannot drift from the code."""
+"""``docs/tutorial.md``, ``docs/cli.md`` and ``docs/howto-write-an-ic.md`` run: every command
+they show is executed in a fresh folder and overlay venv and must print what the page shows
+(``docrun`` says how blocks are read), so the pages cannot drift from the code."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ def test_cli_reference_examples_run_and_match(tmp_path: Path, fresh_overlay: Any
     work = tmp_path / "work"
     work.mkdir()
     assert run_page(DOCS / "cli.md", fresh_overlay, work) >= 6
+
+
+def test_the_ic_how_to_runs_and_its_tests_pass(tmp_path: Path, fresh_overlay: Any) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    assert run_page(DOCS / "howto-write-an-ic.md", fresh_overlay, work) == 1
 
 
 def test_pattern_matching_rules() -> None:
