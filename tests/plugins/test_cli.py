@@ -215,3 +215,22 @@ def test_main_is_the_console_entry_point(monkeypatch: pytest.MonkeyPatch,
         main(["hypercalls", "--json"])
     assert info.value.code == 0
     assert json.loads(capsys.readouterr().out)["hypercalls"]
+
+
+def test_a_third_party_pair_and_ic_run_in_a_vm_through_the_command_line(
+        echo_installed: Any, tmp_path: Path) -> None:
+    """Installed winhv-echo used as an outside distribution is: a driver set names its pair
+    (with configuration) and its IC, and ``winhv run`` boots them in a VM."""
+    path = tmp_path / "echo.toml"
+    path.write_text('[[vm]]\nname = "vm"\nmemory_mb = 64\nics = ["ping"]\n'
+                    '[[vm.device]]\npair = "echo"\nconfig = { repeat = 3, prefix = "> " }\n')
+    result = CliRunner().invoke(cli, ["run", str(path), "--duration", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    [vm] = json.loads(result.stdout)["vms"]
+    assert vm["state"] == "Running"
+    assert vm["errors"] == []
+    bound = {b["driver"]: b["state"] for b in vm["bound"]}
+    assert bound == {"EchoVsc": "open", "PingGuest": "open"}
+    echo = next(c for c in vm["channels"] if c["name"] == "echo0")
+    assert (echo["packets_in"], echo["packets_out"]) == (1, 3)   # hello, echoed 3 times
+

@@ -41,13 +41,16 @@ class EchoVsp(Vsp):
 
 
 class EchoVsc(Vsc):
-    """Collects what comes back."""
+    """Says hello when its channel opens and collects what comes back."""
 
     interface_ids = (ECHO_INTERFACE,)
 
     def __init__(self, device: Any) -> None:
         super().__init__(device)
         self.received: list[bytes] = []
+
+    def on_open(self, channel: Any) -> None:
+        channel.send(b"hello")
 
     def on_packet(self, channel: Any, packet: Any) -> None:
         self.received.append(bytes(packet))
