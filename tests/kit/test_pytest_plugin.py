@@ -140,6 +140,30 @@ def test_unknown_version_is_a_usage_error(tester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*winhv_vmbus_version: unknown version '9.9'; known: 0.13,*"])
 
 
+def test_a_malformed_seed_marker_is_a_usage_error(tester: pytest.Pytester) -> None:
+    tester.makepyfile('''
+        import pytest
+
+        @pytest.mark.winhv_seed()
+        def test_none(winhv_mock):
+            pass
+
+        @pytest.mark.winhv_seed("12")
+        def test_text(winhv_mock):
+            pass
+
+        @pytest.mark.winhv_seed(12)
+        def test_fine(winhv_mock):
+            assert winhv_mock.seed == 12
+    ''')
+    result = tester.runpytest()
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines([
+        "*winhv_seed: found (), expected one non-negative integer: @pytest.mark.winhv_seed(1234)",
+        "*winhv_seed: found ('12',), expected one non-negative integer*",
+    ])
+
+
 def test_a_failing_expect_says_what_arrived_and_shows_the_trace(tester: pytest.Pytester) -> None:
     tester.makepyfile('''
         import pytest
