@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +237,26 @@ def test_a_third_party_pair_and_ic_run_in_a_vm_through_the_command_line(
     echo = next(c for c in vm["channels"] if c["name"] == "echo0")
     assert (echo["packets_in"], echo["packets_out"]) == (1, 3)   # hello, echoed 3 times
 
+
+
+@pytest.mark.parametrize("args", [["plugins", "--json"], ["check", "-"], ["plugins"]])
+def test_a_failed_plugin_is_reported_once_on_stderr(args: list[str], make_distribution: Any,
+                                                    tmp_path: Path) -> None:
+    """As a console script (no pytest log handlers): discovery's log record of the failure is
+    not printed beside the command's own report of it."""
+    site = make_distribution("zz-broken", "0.3", modules={"broken_mod": _BROKEN},
+                             entry_points={"broken": "broken_mod"})
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-c", "from winhv.plugins.cli import main; main()",
+                           *args], input='[[vm]]\nname = "a"\nmemory_mb = 64\n', env=env,
+                          capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    error = "ModuleNotFoundError: No module named 'winhv_no_such_module_anywhere'"
+    if args[0] == "plugins":   # the listing says it, on stdout
+        assert done.stderr == ""
+        assert error in done.stdout.split("failed plugins:\n" if len(args) == 1
+                                          else '"failures"')[1]
+    else:
+        assert done.stderr.splitlines() == [
+            f"warning: plugin 'broken' from zz-broken 0.3: import: cannot import 'broken_mod': "
+            f"{error}"]
