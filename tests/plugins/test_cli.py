@@ -260,3 +260,26 @@ def test_a_failed_plugin_is_reported_once_on_stderr(args: list[str], make_distri
         assert done.stderr.splitlines() == [
             f"warning: plugin 'broken' from zz-broken 0.3: import: cannot import 'broken_mod': "
             f"{error}"]
+
+
+def test_a_per_vm_driver_override_binds_the_named_vsc_in_that_vm_only(
+        echo_installed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binding is by GUID; ``[vm.drivers]`` replaces the VSC for one VM: booted, the guest of
+    'custom' binds the override, the guest of 'plain' the pair's own VSC."""
+    import types
+
+    from winhv_echo.plugin import EchoVsc
+
+    module = types.ModuleType("my_vscs")
+    module.QuietEchoVsc = type("QuietEchoVsc", (EchoVsc,), {  # type: ignore[attr-defined]
+        "on_open": lambda self, channel: None})
+    monkeypatch.setitem(sys.modules, "my_vscs", module)
+    path = tmp_path / "override.toml"
+    path.write_text('[[vm]]\nname = "custom"\nmemory_mb = 64\n[[vm.device]]\npair = "echo"\n'
+                    '[vm.drivers]\necho = "my_vscs:QuietEchoVsc"\n'
+                    '[[vm]]\nname = "plain"\nmemory_mb = 64\n[[vm.device]]\npair = "echo"\n')
+    result = CliRunner().invoke(cli, ["bus", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    tree = json.loads(result.stdout)
+    drivers = {vm: [(d["driver"], d["state"]) for d in tree[vm]["devices"]] for vm in tree}
+    assert drivers == {"custom": [("QuietEchoVsc", "open")], "plain": [("EchoVsc", "open")]}
