@@ -81,9 +81,11 @@ def winhv_integration_components() -> Iterable[IcDescription] | None:
 
     Called once, right after the plugin is loaded, with no arguments.
 
-    :return: an iterable of :class:`~winhv.plugins.api.IcDescription`. IC names share no
-        namespace with pair names, but interface GUIDs do: an IC and a pair can never claim the
-        same GUID, because both are offered on the same VMBus.
+    :return: an iterable of :class:`~winhv.plugins.api.IcDescription`, whose ``host`` is a
+        :class:`~winhv.plugins.api.Vsp` offering a pipe-mode channel and ``guest`` a
+        :class:`~winhv.plugins.api.Vsc`. IC names share no namespace with pair names, but
+        interface GUIDs do: an IC and a pair can never claim the same GUID, because both are
+        offered on the same VMBus.
     """
 
 
@@ -95,7 +97,7 @@ def winhv_vid_services() -> Iterable[VidServiceDescription] | None:
     Called once, right after the plugin is loaded, with no arguments.
 
     :return: an iterable of :class:`~winhv.plugins.api.VidServiceDescription` with names new
-        to the registry.
+        to the registry, each naming a :class:`~winhv.plugins.api.VidService` subclass.
     """
 
 
