@@ -1,8 +1,9 @@
 """``winhv new-device NAME [--dir DIR]``: scaffold a third-party device package.
 
 The package (see :mod:`winhv.plugins._scaffold` and ``docs/tutorial.md``) installs with
-``pip install -e`` and its tests pass at once. A bad name or an occupied folder is a user
-error: exit 1 with one line on stderr.
+``pip install -e`` and its tests pass at once. A bad name, a pair name an installed plugin
+already registers (the package would load as a conflict, and its own tests would fail), or an
+occupied folder is a user error: exit 1 with one line on stderr.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = ["new_device_command"]
 def new_device_command(name: str, directory: Path, as_json: bool) -> None:
     """Scaffold winhv-NAME: a VSP, a VSC, their protocol, the entry point, a driver set and
     tests using the winhv pytest fixtures. Then: pip install -e DIR/winhv-NAME; pytest."""
+    _refuse_a_taken_name(name)
     try:
         root, files = write(name, directory)
     except ScaffoldError as exc:
@@ -41,3 +43,15 @@ def new_device_command(name: str, directory: Path, as_json: bool) -> None:
     click.echo("next:")
     click.echo(f"  pip install -e {root}")
     click.echo(f"  cd {root} && pytest")
+
+
+def _refuse_a_taken_name(name: str) -> None:
+    from .cli import get_discovery  # cli imports this module
+
+    registry = get_discovery(click.get_current_context()).registry
+    if name in registry.names("pair"):
+        source = registry.source_of(registry.pair(name))
+        raise click.ClickException(
+            f"device name: found {name!r}, a pair already registered by {source.distribution} "
+            f"{source.version} (entry point {source.entry_point!r}), expected a name no "
+            "installed plugin uses (winhv plugins lists them)")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, Final, Literal, TypeAlias
 
+from winhv.drivers.vid import VidService
 from winhv.drivers.vmbus.device import Vsc, Vsp
 
 __all__ = [
@@ -153,12 +154,27 @@ def _check_summary(owner: str, value: object) -> None:
     _check(isinstance(value, str), owner, "summary", value, "a string")
 
 
-def _check_class(owner: str, attr: str, value: object, base: type | None) -> None:
+def _check_class(owner: str, attr: str, value: object, base: type | None,
+                 shown: str | None = None) -> None:
     if base is None:
         _check(isinstance(value, type), owner, attr, value, "a class")
     else:
         _check(isinstance(value, type) and issubclass(value, base), owner, attr, value,
-               f"a subclass of {base.__module__}.{base.__qualname__}")
+               f"a subclass of {shown or base.__module__ + '.' + base.__qualname__}")
+
+
+def _check_driver_guids(owner: str, kind: str, interface_id: uuid.UUID, vsp: type,
+                        vsp_attr: str, vsc: type, vsc_attr: str) -> None:
+    """The VSP's ``interface_id`` (if set) is the description's; the VSC's ``interface_ids``
+    (if any) include it: a VSC binds by GUID, so a mismatch would never bind."""
+    vsp_guid = getattr(vsp, "interface_id", None)
+    if vsp_guid is not None:
+        _check(vsp_guid == interface_id, owner, f"{vsp_attr}.interface_id", vsp_guid,
+               f"the {kind}'s interface_id {interface_id}")
+    vsc_guids = tuple(getattr(vsc, "interface_ids", ()))
+    if vsc_guids:
+        _check(interface_id in vsc_guids, owner, f"{vsc_attr}.interface_ids", vsc_guids,
+               f"a tuple containing the {kind}'s interface_id {interface_id}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,14 +311,7 @@ class PairDescription:
                owner, "version", self.version, "dotted integers like '1.0'")
         _check_class(owner, "vsp", self.vsp, Vsp)
         _check_class(owner, "vsc", self.vsc, Vsc)
-        vsp_guid = getattr(self.vsp, "interface_id", None)
-        if vsp_guid is not None:
-            _check(vsp_guid == self.interface_id, owner, "vsp.interface_id", vsp_guid,
-                   f"the pair's interface_id {self.interface_id}")
-        vsc_guids = tuple(getattr(self.vsc, "interface_ids", ()))
-        if vsc_guids:
-            _check(self.interface_id in vsc_guids, owner, "vsc.interface_ids", vsc_guids,
-                   f"a tuple containing the pair's interface_id {self.interface_id}")
+        _check_driver_guids(owner, "pair", self.interface_id, self.vsp, "vsp", self.vsc, "vsc")
         _coerce_config(owner, self)
         _check_summary(owner, self.summary)
 
@@ -314,8 +323,14 @@ class IcDescription:
 
     ``versions`` are the IC message versions the component speaks and ``framework_versions``
     the framework versions, each ``"major.minor"`` with u16 parts (§5.2), newest first: that is
-    the preference order used in version negotiation. ``host`` and ``guest`` may be any class
-    for now; the IC base classes arrive with issue #7 and will then be required here.
+    the preference order used in version negotiation.
+
+    An IC is a device pair whose channel is a pipe: ``host`` is its root-side driver, a
+    subclass of :class:`~winhv.drivers.vmbus.device.Vsp` (offered with
+    ``OfferSpec(pipe_mode=True)``), and ``guest`` its guest-side driver, a subclass of
+    :class:`~winhv.drivers.vmbus.device.Vsc`; both have the VSP/VSC lifecycle. As for a pair,
+    a ``host.interface_id`` must equal ``interface_id`` and ``guest.interface_ids`` must
+    include it.
     """
 
     name: str
@@ -331,8 +346,9 @@ class IcDescription:
         owner = f"IcDescription {self.name!r}"
         _check_name(owner, self.name)
         _coerce_uuid(owner, self, "interface_id")
-        _check_class(owner, "host", self.host, None)
-        _check_class(owner, "guest", self.guest, None)
+        _check_class(owner, "host", self.host, Vsp)
+        _check_class(owner, "guest", self.guest, Vsc)
+        _check_driver_guids(owner, "IC", self.interface_id, self.host, "host", self.guest, "guest")
         for attr in ("versions", "framework_versions"):
             value = getattr(self, attr)
             if isinstance(value, list):
@@ -353,7 +369,12 @@ class IcDescription:
 @dataclass(frozen=True, slots=True)
 class VidServiceDescription:
     """A VID service: a root-side service of the virtualization stack that is not a VMBus
-    device (it has no interface GUID and no guest half), configured per host."""
+    device (it has no interface GUID and no guest half), configured per host.
+
+    ``service`` is a subclass of :class:`~winhv.drivers.vid.VidService`: VID makes one
+    instance per host with the validated ``[[host.service]]`` configuration, asks its
+    ``admit()`` before each partition is created and tells it ``partition_created()`` and
+    ``partition_destroyed()``."""
 
     name: str
     service: type
@@ -363,7 +384,8 @@ class VidServiceDescription:
     def __post_init__(self) -> None:
         owner = f"VidServiceDescription {self.name!r}"
         _check_name(owner, self.name)
-        _check_class(owner, "service", self.service, None)
+        _check_class(owner, "service", self.service, VidService,
+                     "winhv.plugins.api.VidService")
         _coerce_config(owner, self)
         _check_summary(owner, self.summary)
 

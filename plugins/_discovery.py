@@ -239,7 +239,8 @@ class DiscoveryResult:
                     if not isinstance(item, expected):
                         raise _Rejected(
                             "describe",
-                            f"{hook_name}() returned {item!r} at index {index}, expected a "
+                            f"{hook_name}() returned {item!r} at index {index}, expected "
+                            f"{'an' if expected.__name__[0] in 'AEIOU' else 'a'} "
                             f"{expected.__name__}",
                         )
                     batch.append(cast(Description, item))

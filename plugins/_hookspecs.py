@@ -22,8 +22,9 @@ Two kinds of hooks:
   an exception is recorded with the plugin's name and does not stop the other observers, the
   VM, or the device the notification is about.
 
-Argument types written as ``Any`` are objects of the VM layer (VMMS/VMWP) that later issues
-define; their documented attributes here are the contract those objects will keep.
+Argument types written as ``Any`` are objects of the VM layer (VMMS's VM record, the guest
+bus's device node, the VMBus server's channel); the attributes documented here are the
+contract they keep (``tests/cli/test_lifecycle_hooks.py`` checks them).
 """
 
 from __future__ import annotations
@@ -80,9 +81,11 @@ def winhv_integration_components() -> Iterable[IcDescription] | None:
 
     Called once, right after the plugin is loaded, with no arguments.
 
-    :return: an iterable of :class:`~winhv.plugins.api.IcDescription`. IC names share no
-        namespace with pair names, but interface GUIDs do: an IC and a pair can never claim the
-        same GUID, because both are offered on the same VMBus.
+    :return: an iterable of :class:`~winhv.plugins.api.IcDescription`, whose ``host`` is a
+        :class:`~winhv.plugins.api.Vsp` offering a pipe-mode channel and ``guest`` a
+        :class:`~winhv.plugins.api.Vsc`. IC names share no namespace with pair names, but
+        interface GUIDs do: an IC and a pair can never claim the same GUID, because both are
+        offered on the same VMBus.
     """
 
 
@@ -94,7 +97,7 @@ def winhv_vid_services() -> Iterable[VidServiceDescription] | None:
     Called once, right after the plugin is loaded, with no arguments.
 
     :return: an iterable of :class:`~winhv.plugins.api.VidServiceDescription` with names new
-        to the registry.
+        to the registry, each naming a :class:`~winhv.plugins.api.VidService` subclass.
     """
 
 
@@ -120,11 +123,13 @@ def winhv_cli_commands(cli: click.Group) -> None:
 def winhv_vm_state_changed(vm: Any, old: str, new: str) -> None:
     """A VM moved from state ``old`` to state ``new``.
 
-    Called by VMMS after the transition has happened (so ``vm.state == new``), in the order the
-    transitions happen. States are the VM state machine's names (``"off"``, ``"starting"``,
-    ``"running"``, ``"stopping"``, ...).
+    Called by VMMS after the transition has happened, in the order the transitions happen.
+    ``old`` and ``new`` are the lower-case names of the VM state machine's states:
+    ``"off"``, ``"starting"``, ``"running"``, ``"pausing"``, ``"paused"``, ``"resuming"``,
+    ``"saving"``, ``"saved"``, ``"stopping"``, ``"failed"``.
 
-    :param vm: the VM (attributes ``name`` and ``state`` at least).
+    :param vm: VMMS's record of the VM (attributes ``name``, and ``state``: the
+        :class:`~winhv.drivers.vmms.VmState` just entered, ``vm.state.value.lower() == new``).
     :return: ignored.
     """
 

@@ -1,7 +1,8 @@
 """The public namespace for plugin authors and tools built on winhv's plugin machinery.
 
 Everything a third-party device package needs is here: the hook marker, the description types
-and their configuration schema, the driver-model base classes, and the registry, discovery and
+and their configuration schema, the driver-model base classes (``Vsp`` and ``Vsc`` for a device
+pair and for each half of an IC, ``VidService`` for a VID service), and the registry, discovery and
 driver-set entry points that tools and tests use. The modules behind these names are private;
 import from here (``from winhv.plugins.api import hookimpl, PairDescription, Vsp, Vsc``).
 
@@ -10,6 +11,7 @@ Hooks are documented in ``docs/hooks.md`` and in :mod:`winhv.plugins._hookspecs`
 
 from __future__ import annotations
 
+from winhv.drivers.vid import VidService
 from winhv.drivers.vmbus.device import OfferSpec, Vsc, Vsp
 
 from ._descriptions import (
@@ -64,6 +66,7 @@ __all__ = [
     "ServiceConfig",
     "Source",
     "UnknownNameError",
+    "VidService",
     "VidServiceDescription",
     "VmConfig",
     "Vsc",

@@ -13,17 +13,19 @@ Conventions every command keeps (``docs/cli.md``):
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
 from ._descriptions import ConfigError, DescriptionError
-from ._discovery import DiscoveryResult, discover
+from ._discovery import DiscoveryResult, PluginFailure, discover
 from ._driverset import DriverSet, DriverSetError, load_driver_set, parse_driver_set
 from ._registry import ConflictError, Entry, UnknownNameError
 
@@ -49,6 +51,26 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+class _DropPluginFailures(logging.Filter):
+    """Discovery logs each failed plugin; the command line reports them itself (a ``warning:``
+    line, or the ``failed plugins`` listing), so the log record would print them twice."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.args, tuple) and len(record.args) == 1
+                    and isinstance(record.args[0], PluginFailure))
+
+
+@contextlib.contextmanager
+def _failures_not_logged() -> Iterator[None]:
+    log = logging.getLogger("winhv.plugins")
+    drop = _DropPluginFailures()
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
+
+
 def get_discovery(ctx: click.Context) -> DiscoveryResult:
     """The plugins of this invocation: ``obj`` given to ``cli.main``/``CliRunner.invoke`` if it
     is a :class:`DiscoveryResult` (tests), otherwise discovered once and cached."""
@@ -56,7 +78,8 @@ def get_discovery(ctx: click.Context) -> DiscoveryResult:
     if isinstance(root.obj, DiscoveryResult):
         return root.obj
     if _DISCOVERY_KEY not in root.meta:
-        root.meta[_DISCOVERY_KEY] = discover()
+        with _failures_not_logged():
+            root.meta[_DISCOVERY_KEY] = discover()
     return root.meta[_DISCOVERY_KEY]  # type: ignore[no-any-return]
 
 

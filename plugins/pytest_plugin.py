@@ -118,7 +118,12 @@ def winhv_seed(request: pytest.FixtureRequest) -> int:
         return int(option)
     marker = request.node.get_closest_marker("winhv_seed")
     if marker is not None:
-        return int(marker.args[0])
+        seed = marker.args[0] if len(marker.args) == 1 and not marker.kwargs else None
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            pytest.fail(f"winhv_seed: found {marker.args!r} {marker.kwargs or ''}".rstrip()
+                        + ", expected one non-negative integer: @pytest.mark.winhv_seed(1234)",
+                        pytrace=False)
+        return seed
     return zlib.crc32(request.node.nodeid.encode())
 
 

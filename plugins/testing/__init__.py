@@ -27,7 +27,8 @@ from ._harness import (
     pair,
     payload_matches,
 )
-from ._mock import FILLER_TRANS_ID, RING_FIELDS, MockError, MockHost, MockVm
+from ._injection import FILLER_TRANS_ID, RING_FIELDS
+from ._mock import MockError, MockHost, MockVm
 from ._records import (
     TO_GUEST,
     TO_HOST,

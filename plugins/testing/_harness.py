@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from winhv.drivers.vmbus._channel import Channel
@@ -239,22 +239,34 @@ class End:
 
 @dataclass(eq=False)
 class Pair:
-    """What :func:`pair` returns: both ends, the VM and the devices behind them."""
+    """What :func:`pair` returns: both ends, the VM and the devices behind them.
+
+    ``host_device`` and ``device`` are the device the pair was made with, also after it went
+    away: a test asks a device that a fault closed or a rescind removed what happened to it
+    (``pair.device.state``, ``pair.device.error``, ``pair.host_device.errors``).
+    """
 
     mock: MockHost
     vm: MockVm
     name: str
     host: End
     guest: End
+    _host_device: HostDevice | None = field(default=None, repr=False)
+    _device: GuestDevice | None = field(default=None, repr=False)
 
     @property
     def host_device(self) -> HostDevice:
-        return self.vm.host_device(self.name)
+        """The root's device (its VSP, offer, channel and errors)."""
+        if self._host_device is None:
+            self._host_device = self.vm.host_device(self.name)
+        return self._host_device
 
     @property
     def device(self) -> GuestDevice:
         """The guest's device node (state, driver, error)."""
-        return self.vm.device(self.name)
+        if self._device is None:
+            self._device = self.vm.device(self.name)
+        return self._device
 
     @property
     def vsp(self) -> Any:
@@ -311,4 +323,4 @@ def pair(mock: MockHost, vsp: Vsp | None = None, vsc: type[Vsc] | None = None, *
                         f"not {vsc!r}")
     host = End(mock, vm, "host", host_device.channel, vsp)
     guest = End(mock, vm, "guest", guest_device.channel, guest_device.driver)
-    return Pair(mock, vm, name, host, guest)
+    return Pair(mock, vm, name, host, guest, host_device, guest_device)

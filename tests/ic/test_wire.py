@@ -196,9 +196,10 @@ def test_ic_table_guids_and_versions() -> None:
 
 def test_ic_table_derives_plugin_descriptions() -> None:
     from winhv.plugins.api import IcDescription
+    from winhv.vsp_vsc_pairs.ic._driver_table import IC_DRIVERS
 
     for spec in IC_TABLE:
-        host, guest = ic.IC_PROTOCOLS[spec.name]
+        host, guest = IC_DRIVERS[spec.name]   # an IC's halves are its VSP and VSC classes
         description = IcDescription(name=spec.name, interface_id=spec.interface_id, host=host,
                                     guest=guest, versions=spec.versions,
                                     framework_versions=spec.framework_versions,

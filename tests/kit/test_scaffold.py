@@ -46,6 +46,16 @@ def test_command_writes_the_package_and_refuses_to_overwrite(tmp_path: Path) -> 
     assert "found an existing folder, expected a new or empty folder" in again.stderr
 
 
+def test_a_pair_name_an_installed_plugin_registers_is_refused(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["new-device", "storage", "--dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: device name: found 'storage', a pair already registered by winhv 0.1.0 "
+        "(entry point 'builtin'), expected a name no installed plugin uses (winhv plugins "
+        "lists them)\n")
+    assert not (tmp_path / "winhv-storage").exists()
+
+
 def test_scaffolded_package_installs_passes_its_tests_and_is_listed(
         tmp_path: Path, overlay) -> None:
     out = overlay.winhv("new-device", "kit-probe", "--dir", str(tmp_path))

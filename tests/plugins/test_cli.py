@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +218,68 @@ def test_main_is_the_console_entry_point(monkeypatch: pytest.MonkeyPatch,
         main(["hypercalls", "--json"])
     assert info.value.code == 0
     assert json.loads(capsys.readouterr().out)["hypercalls"]
+
+
+def test_a_third_party_pair_and_ic_run_in_a_vm_through_the_command_line(
+        echo_installed: Any, tmp_path: Path) -> None:
+    """Installed winhv-echo used as an outside distribution is: a driver set names its pair
+    (with configuration) and its IC, and ``winhv run`` boots them in a VM."""
+    path = tmp_path / "echo.toml"
+    path.write_text('[[vm]]\nname = "vm"\nmemory_mb = 64\nics = ["ping"]\n'
+                    '[[vm.device]]\npair = "echo"\nconfig = { repeat = 3, prefix = "> " }\n')
+    result = CliRunner().invoke(cli, ["run", str(path), "--duration", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    [vm] = json.loads(result.stdout)["vms"]
+    assert vm["state"] == "Running"
+    assert vm["errors"] == []
+    bound = {b["driver"]: b["state"] for b in vm["bound"]}
+    assert bound == {"EchoVsc": "open", "PingGuest": "open"}
+    echo = next(c for c in vm["channels"] if c["name"] == "echo0")
+    assert (echo["packets_in"], echo["packets_out"]) == (1, 3)   # hello, echoed 3 times
+
+
+
+@pytest.mark.parametrize("args", [["plugins", "--json"], ["check", "-"], ["plugins"]])
+def test_a_failed_plugin_is_reported_once_on_stderr(args: list[str], make_distribution: Any,
+                                                    tmp_path: Path) -> None:
+    """As a console script (no pytest log handlers): discovery's log record of the failure is
+    not printed beside the command's own report of it."""
+    site = make_distribution("zz-broken", "0.3", modules={"broken_mod": _BROKEN},
+                             entry_points={"broken": "broken_mod"})
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-c", "from winhv.plugins.cli import main; main()",
+                           *args], input='[[vm]]\nname = "a"\nmemory_mb = 64\n', env=env,
+                          capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    error = "ModuleNotFoundError: No module named 'winhv_no_such_module_anywhere'"
+    if args[0] == "plugins":   # the listing says it, on stdout
+        assert done.stderr == ""
+        assert error in done.stdout.split("failed plugins:\n" if len(args) == 1
+                                          else '"failures"')[1]
+    else:
+        assert done.stderr.splitlines() == [
+            f"warning: plugin 'broken' from zz-broken 0.3: import: cannot import 'broken_mod': "
+            f"{error}"]
+
+
+def test_a_per_vm_driver_override_binds_the_named_vsc_in_that_vm_only(
+        echo_installed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binding is by GUID; ``[vm.drivers]`` replaces the VSC for one VM: booted, the guest of
+    'custom' binds the override, the guest of 'plain' the pair's own VSC."""
+    import types
+
+    from winhv_echo.plugin import EchoVsc
+
+    module = types.ModuleType("my_vscs")
+    module.QuietEchoVsc = type("QuietEchoVsc", (EchoVsc,), {  # type: ignore[attr-defined]
+        "on_open": lambda self, channel: None})
+    monkeypatch.setitem(sys.modules, "my_vscs", module)
+    path = tmp_path / "override.toml"
+    path.write_text('[[vm]]\nname = "custom"\nmemory_mb = 64\n[[vm.device]]\npair = "echo"\n'
+                    '[vm.drivers]\necho = "my_vscs:QuietEchoVsc"\n'
+                    '[[vm]]\nname = "plain"\nmemory_mb = 64\n[[vm.device]]\npair = "echo"\n')
+    result = CliRunner().invoke(cli, ["bus", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    tree = json.loads(result.stdout)
+    drivers = {vm: [(d["driver"], d["state"]) for d in tree[vm]["devices"]] for vm in tree}
+    assert drivers == {"custom": [("QuietEchoVsc", "open")], "plain": [("EchoVsc", "open")]}

@@ -16,6 +16,7 @@ from winhv.plugins.api import (
     DescriptionError,
     IcDescription,
     PairDescription,
+    VidService,
     VidServiceDescription,
     Vsc,
     Vsp,
@@ -85,25 +86,51 @@ def test_vsp_and_vsc_guids_must_agree_with_the_pair() -> None:
 
 
 def test_ic_versions_are_u16_major_minor_without_repeats() -> None:
-    ic = IcDescription("heartbeat", "57164f39-9115-4e78-ab55-382f3bd5422d", object, object,
+    ic = IcDescription("heartbeat", "57164f39-9115-4e78-ab55-382f3bd5422d", AVsp, AVsc,
                        ["3.0", "1.0"])
     assert ic.versions == ("3.0", "1.0")
     assert ic.framework_versions == ("3.0", "1.0")
     with pytest.raises(DescriptionError, match=r"versions\[0\]: found '65536\.0', expected "
                        r"'major\.minor' with each part 0\.\.65535 \(fact sheet §5\.2\)"):
-        IcDescription("hb", GUID, object, object, ("65536.0",))
+        IcDescription("hb", GUID, AVsp, AVsc, ("65536.0",))
     with pytest.raises(DescriptionError, match=r"versions: found \(\), expected a non-empty"):
-        IcDescription("hb", GUID, object, object, ())
+        IcDescription("hb", GUID, AVsp, AVsc, ())
     with pytest.raises(DescriptionError, match="no repeated version"):
-        IcDescription("hb", GUID, object, object, ("1.0", "1.0"))
-    with pytest.raises(DescriptionError, match=r"host: found 3, expected a class"):
-        IcDescription("hb", GUID, 3, object, ("1.0",))  # type: ignore[arg-type]
+        IcDescription("hb", GUID, AVsp, AVsc, ("1.0", "1.0"))
 
 
-def test_vid_service_needs_a_class() -> None:
+def test_an_ic_is_a_vsp_and_a_vsc_that_agree_on_its_guid() -> None:
+    vsp_path = r"winhv\.drivers\.vmbus\.device\.Vsp"
+    with pytest.raises(DescriptionError, match=r"IcDescription 'hb': host: found 3, expected a "
+                       r"subclass of " + vsp_path):
+        IcDescription("hb", GUID, 3, AVsc, ("1.0",))  # type: ignore[arg-type]
+    with pytest.raises(DescriptionError, match=r"host: found <class 'object'>, expected a "
+                       r"subclass of " + vsp_path):
+        IcDescription("hb", GUID, object, AVsc, ("1.0",))
+    with pytest.raises(DescriptionError, match=r"guest: found <class '.*AVsp'>, expected a "
+                       r"subclass of winhv\.drivers\.vmbus\.device\.Vsc"):
+        IcDescription("hb", GUID, AVsp, AVsp, ("1.0",))
+    other = uuid.UUID("11111111-0000-4000-8000-000000000001")
+    host = type("H", (Vsp,), {"interface_id": other})
+    with pytest.raises(DescriptionError, match=r"host\.interface_id: found UUID\('11111111-.*"
+                       r"expected the IC's interface_id ba6163d9-"):
+        IcDescription("hb", GUID, host, AVsc, ("1.0",))
+    guest = type("G", (Vsc,), {"interface_ids": (other,)})
+    with pytest.raises(DescriptionError, match=r"guest\.interface_ids: .* expected a tuple "
+                       r"containing the IC's interface_id"):
+        IcDescription("hb", GUID, AVsp, guest, ("1.0",))
+
+
+def test_a_vid_service_is_a_vid_service_subclass() -> None:
     with pytest.raises(DescriptionError, match=r"VidServiceDescription 'clock': service: found "
-                       r"'Clock', expected a class"):
+                       r"'Clock', expected a subclass of winhv\.plugins\.api\.VidService$"):
         VidServiceDescription("clock", "Clock")  # type: ignore[arg-type]
+    with pytest.raises(DescriptionError, match=r"VidServiceDescription 'clock': service: found "
+                       r"<class 'object'>, expected a subclass of winhv\.plugins\.api\."
+                       r"VidService$"):
+        VidServiceDescription("clock", object)
+    clock = type("Clock", (VidService,), {})
+    assert VidServiceDescription("clock", clock).service is clock
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

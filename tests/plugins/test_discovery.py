@@ -158,7 +158,7 @@ def _discover_all(entry_points_of: Any, *dists: str) -> Any:
                      "winhv.drivers.vmbus.device.Vsp", id="bad-description"),
         pytest.param(_WRONG_KIND, "describe",
                      "describe: winhv_integration_components() returned {'name': 'heartbeat'} "
-                     "at index 0, expected a IcDescription", id="not-a-description"),
+                     "at index 0, expected an IcDescription", id="not-a-description"),
         pytest.param(_MISSPELLED, "hooks",
                      "hooks: implements unknown hook 'winhv_vsp_vsc_pair' (did you mean "
                      "'winhv_vsp_vsc_pairs'?)", id="misspelled-hook"),

@@ -16,6 +16,7 @@ from winhv.plugins.api import (
     PairDescription,
     Registry,
     Source,
+    VidService,
     VidServiceDescription,
     Vsc,
     Vsp,
@@ -52,10 +53,6 @@ class NetVsc(Vsc):
     pass
 
 
-class PollingNetVsc(Vsc):
-    """The override the documented example names."""
-
-
 class NotAVsc:
     pass
 
@@ -72,50 +69,69 @@ def registry() -> Registry:
             ConfigField("read_only", bool, default=False),
         )),
         PairDescription("network", NETWORK_GUID, "1.0", NetVsp, NetVsc),
-        *(IcDescription(name, guid, object, object, ("3.0", "1.0"))
+        *(IcDescription(name, guid, Vsp, Vsc, ("3.0", "1.0"))
           for name, guid in IC_GUIDS.items() if name != "kvp"),
-        IcDescription("kvp", IC_GUIDS["kvp"], object, object, ("4.0",),
+        IcDescription("kvp", IC_GUIDS["kvp"], Vsp, Vsc, ("4.0",),
                       config=(ConfigField("pool_size", int, default=16, minimum=1),)),
-        VidServiceDescription("balloon", object),
+        VidServiceDescription("balloon", VidService),
     ], src)
     return reg
 
 
-@pytest.fixture
-def doc_example(monkeypatch: pytest.MonkeyPatch) -> str:
-    """The complete example of docs/driver-sets.md, its override module made importable."""
-    import sys
-    import types
-
-    module = types.ModuleType("tests_support_vscs")
-    module.PollingNetVsc = PollingNetVsc  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "tests_support_vscs", module)
-    blocks = re.findall(r"```toml\n(.*?)```", DOCS.read_text(), flags=re.S)
-    assert len(blocks) == 1
-    return blocks[0]
+def doc_blocks() -> list[str]:
+    return re.findall(r"^```(?:toml)?\n(.*?)^```$", DOCS.read_text(), flags=re.S | re.M)
 
 
-def test_the_documented_complete_example_is_valid(registry: Registry, doc_example: str,
-                                                  tmp_path: Path) -> None:
+def test_the_documented_complete_example_is_valid_with_the_installed_plugins(
+        tmp_path: Path) -> None:
+    example, _errors = doc_blocks()
     path = tmp_path / "example.toml"
-    path.write_text(doc_example)
-    ds = load_driver_set(path, registry)
+    path.write_text(example)
+    ds = load_driver_set(path, discover().registry)   # the real, installed plugins
     assert ds.host.vmbus_version is VmbusVersion.WIN10_V5_2
     assert (ds.host.root_memory_mb, ds.host.root_processors, ds.host.seed) == (4096, 4, 1234)
-    assert [s.name for s in ds.host.services] == ["balloon"]
+    assert [(s.name, s.config) for s in ds.host.services] == [
+        ("memory-reserve", {"reserve_mb": 128})]
     web, batch = ds.vms
     assert (web.name, web.memory_mb, web.processors) == ("web", 2048, 2)
     assert [ic.name for ic in web.ics] == ["heartbeat", "shutdown", "timesync", "kvp"]
-    assert web.ics[3].config == {"pool_size": 64}
+    assert web.ics[3].config["items"] == "Role=web;Tier=front"
     assert [(d.name, d.pair) for d in web.devices] == [
-        ("boot-disk", "storage"), ("storage1", "storage"), ("network0", "network")]
-    assert dict(web.devices[0].config) == {
-        "size_mb": 512, "backing": tmp_path.resolve() / "disks/web.img", "read_only": False}
-    assert web.devices[1].config["read_only"] is True
-    assert web.driver_for(NETWORK_GUID) is PollingNetVsc
-    assert web.driver_for(STORAGE_GUID) is None
+        ("boot-disk", "storage"), ("storage1", "storage")]
+    assert web.devices[0].config["path"] == tmp_path.resolve() / "disks/web.img"
+    assert web.devices[1].config["block_size"] == 4096
+    from winhv.vsp_vsc_pairs.storage import StorVsc as BuiltinStorVsc
+
+    assert web.driver_for(STORAGE_GUID) is BuiltinStorVsc
     assert (batch.name, batch.memory_mb, batch.processors, batch.devices) == ("batch", 512, 1, ())
     assert ds.vm("batch") is batch
+
+
+#: The input behind each error line docs/driver-sets.md shows.
+_DOC_ERRORS = [
+    '[[vm]]\nname = "web"\nmemroy_mb = 64\n',
+    '[[vm]]\nname = "web"\nmemory_mb = 64\n[[vm]]\nname = "db"\nmemory_mb = 16\n',
+    '[[vm]]\nname = "web"\nmemory_mb = 64\n[[vm]]\nname = "web"\nmemory_mb = 64\n',
+    '[[vm]]\nname = "web"\nmemory_mb = 64\n[[vm.device]]\npair = "storage"\n'
+    '[[vm.device]]\npair = "strage"\n',
+    '[[vm]]\nname = "web"\nmemory_mb = 64\nics = ["kvp", "hartbeat"]\n',
+    '[[vm]]\nname = "web"\nmemory_mb = 64\n[[vm.device]]\npair = "storage"\n'
+    'config = { size_mb = "512" }\n',
+    '[[vm]]\nname = "web"\nmemory_mb = 64\n[[vm.device]]\npair = "storage"\n'
+    'config = { size_mb = 0 }\n',
+    '[[vm]]\nname = "web"\nmemory_mb = \n',
+]
+
+
+def test_every_documented_error_line_is_what_the_installed_plugins_report() -> None:
+    registry = discover().registry
+    shown = doc_blocks()[1].splitlines()
+    produced = []
+    for text in _DOC_ERRORS:
+        with pytest.raises(DriverSetError) as info:
+            parse_driver_set(text, source="web.toml", registry=registry)
+        produced.append(str(info.value))
+    assert produced == shown
 
 
 def test_the_builtin_default_driver_set_validates_against_the_builtin_plugin() -> None:

@@ -13,6 +13,7 @@ from winhv.plugins.api import (
     Registry,
     Source,
     UnknownNameError,
+    VidService,
     VidServiceDescription,
     Vsc,
     Vsp,
@@ -31,8 +32,8 @@ def _pair(name: str, guid: uuid.UUID) -> PairDescription:
 def test_lookups_by_name_and_guid_remember_the_source() -> None:
     reg = Registry()
     storage = _pair("storage", G1)
-    ic = IcDescription("heartbeat", G2, object, object, ("3.0",))
-    svc = VidServiceDescription("balloon", object)
+    ic = IcDescription("heartbeat", G2, Vsp, Vsc, ("3.0",))
+    svc = VidServiceDescription("balloon", VidService)
     reg.add_batch([storage, ic, svc], A)
     assert reg.pair("storage") is storage
     assert reg.ic("heartbeat") is ic
@@ -68,7 +69,7 @@ def test_a_second_claim_on_a_name_or_guid_names_both_distributions() -> None:
     assert (info.value.existing.source, info.value.new.source) == (A, B)
     with pytest.raises(ConflictError, match=rf"interface GUID {G1} is claimed twice: by ic "
                        r"'hb' from dist-b .* by pair 'storage' from dist-a"):
-        reg.add(IcDescription("hb", G1, object, object, ("1.0",)), B)
+        reg.add(IcDescription("hb", G1, Vsp, Vsc, ("1.0",)), B)
 
 
 def test_a_batch_is_all_or_nothing() -> None:

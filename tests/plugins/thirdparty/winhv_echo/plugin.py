@@ -13,7 +13,9 @@ import click
 from winhv.plugins.api import (
     ConfigField,
     IcDescription,
+    OfferSpec,
     PairDescription,
+    VidService,
     VidServiceDescription,
     Vsc,
     Vsp,
@@ -39,7 +41,7 @@ class EchoVsp(Vsp):
 
 
 class EchoVsc(Vsc):
-    """Collects what comes back."""
+    """Says hello when its channel opens and collects what comes back."""
 
     interface_ids = (ECHO_INTERFACE,)
 
@@ -47,19 +49,29 @@ class EchoVsc(Vsc):
         super().__init__(device)
         self.received: list[bytes] = []
 
+    def on_open(self, channel: Any) -> None:
+        channel.send(b"hello")
+
     def on_packet(self, channel: Any, packet: Any) -> None:
         self.received.append(bytes(packet))
 
 
-class PingHost:
-    """Host half of the ping IC."""
+class PingHost(Vsp):
+    """Host half of the ping IC: a VSP whose channel is a pipe, as every IC's is."""
+
+    interface_id = PING_INTERFACE
+
+    def offer(self) -> OfferSpec:
+        return OfferSpec(pipe_mode=True)
 
 
-class PingGuest:
+class PingGuest(Vsc):
     """Guest half of the ping IC."""
 
+    interface_ids = (PING_INTERFACE,)
 
-class Clock:
+
+class Clock(VidService):
     """A VID service that ticks."""
 
 
