@@ -38,7 +38,13 @@ def vm_spec(vm: VmConfig) -> VmSpec:
         devices.append(DeviceSpec(ic.name, "ic", desc.interface_id, desc.host,
                                   _guest_driver(desc.guest, ic.config), dict(ic.config),
                                   desc.name))
-    overrides = {o.interface_id: o.vsc for o in vm.drivers}
+    # An override binds in place of the pair's VSC, so it gets the same device configuration
+    # (the first device or IC of that interface GUID, as the bus binds one VSC per GUID).
+    configs: dict[uuid.UUID, Any] = {}
+    for entry in (*vm.devices, *vm.ics):
+        configs.setdefault(entry.description.interface_id, entry.config)
+    overrides = {o.interface_id: _guest_driver(o.vsc, configs.get(o.interface_id, {}))
+                 for o in vm.drivers}
     return VmSpec(vm.name, vm.memory_mb, vm.processors, tuple(devices), overrides)
 
 
