@@ -29,7 +29,7 @@ from winhv._cdefs cimport (
     ST_INSUFFICIENT_BUFFERS, ST_INVALID_PARAMETER, ST_INVALID_PORT_ID, ST_INVALID_SYNIC_STATE,
     ST_INVALID_VP_INDEX, ST_SUCCESS, ST_ACCESS_DENIED,
 )
-from winhv._gpa cimport GpaSpace, gpa_pointer
+from winhv._gpa cimport GpaSpace, gpa_pointer, gpa_pointer_lent
 
 cdef extern from *:
     """
@@ -40,6 +40,16 @@ cdef extern from *:
     """
     unsigned char winhv_atomic_or8(unsigned char* p, unsigned char v) nogil
     void winhv_fence() nogil
+
+# Borrowed list access for the hot paths (no reference counting, no Python error checks). The
+# lists are the objects' own attributes, which outlive the call.
+cdef extern from *:
+    """
+    #define winhv_list_size(o) PyList_GET_SIZE((PyObject *)(o))
+    #define winhv_list_item(o, i) ((void *)PyList_GET_ITEM((PyObject *)(o), (i)))
+    """
+    Py_ssize_t _list_size "winhv_list_size"(void* o) noexcept nogil
+    void* _list_item "winhv_list_item"(void* o, Py_ssize_t i) noexcept nogil
 
 # Partition states (hypervisor-internal; the TLFS names the transitions, not the states).
 STATE_CREATED = 0        # after HvCallCreatePartition
@@ -242,12 +252,14 @@ cdef class Vp:
     cdef inline uint8_t* slot(self, int sint) noexcept:
         if not (self.scontrol & 1) or not (self.simp & 1):
             return NULL
-        return gpa_pointer(self.partition.memory, (self.simp & ~0xFFFULL) + sint * 256, 256)
+        return gpa_pointer_lent(<void*> self.partition.memory,
+                                (self.simp & ~0xFFFULL) + sint * 256, 256)
 
     cdef inline uint8_t* flags(self, int sint) noexcept:
         if not (self.scontrol & 1) or not (self.siefp & 1):
             return NULL
-        return gpa_pointer(self.partition.memory, (self.siefp & ~0xFFFULL) + sint * 256, 256)
+        return gpa_pointer_lent(<void*> self.partition.memory,
+                                (self.siefp & ~0xFFFULL) + sint * 256, 256)
 
     cdef void _try_deliver(self, int sint):
         """Move the head of SINTn's queue into its slot if the slot is free (§2.4 steps 3–4)."""
@@ -272,32 +284,49 @@ cdef class Vp:
             slot[5] |= MESSAGE_FLAG_PENDING
         self.raise_sint(sint)
 
-    cdef uint16_t post(self, int sint, Port port, uint32_t message_type,
-                       const uint8_t* payload, uint32_t size):
-        """Queue one message from ``port`` for SINTn and try to deliver it."""
+    cdef inline uint16_t post(self, int sint, void* port, uint32_t message_type,
+                              const uint8_t* payload, uint32_t size) noexcept:
+        """Queue one message from ``port`` (a borrowed Port) for SINTn and try to deliver it.
+
+        Never raises: running out of memory while queueing is HV_STATUS_OPERATION_FAILED.
+        """
         cdef uint8_t* slot = self.slot(sint)
-        cdef list queue = self._queues[sint]
-        cdef bytes message
-        cdef uint8_t* m
         if slot == NULL:
             return ST_INVALID_SYNIC_STATE
-        if port.free_buffers <= 0:
+        if (<Port> port).free_buffers <= 0:
             return ST_INSUFFICIENT_BUFFERS
-        port.messages += 1
-        if not PyList_GET_SIZE(queue) and (<uint32_t*> slot)[0] == 0:
+        (<Port> port).messages = (<Port> port).messages + 1
+        if not _list_size(_list_item(<void*> self._queues, sint)) and (<uint32_t*> slot)[0] == 0:
             # Fast path: the slot is free and nothing is ahead of us; the buffer is taken and
             # released at once.
             slot[4] = <uint8_t> size
             slot[5] = 0
             slot[6] = 0
             slot[7] = 0
-            (<uint64_t*> (slot + 8))[0] = port.port_id
+            (<uint64_t*> (slot + 8))[0] = (<Port> port).port_id
             if size:
                 memcpy(slot + 16, payload, size)
             winhv_fence()
             (<uint32_t*> slot)[0] = message_type
             self.raise_sint(sint)
             return ST_SUCCESS
+        # Queueing allocates, which may run the garbage collector and so arbitrary finalizers:
+        # hold the VP and the port (both borrowed so far) for the rest of the call.
+        cdef object vp_ref = self
+        cdef object port_ref = <object> port
+        try:
+            return self._post_queued(sint, <Port> port_ref, message_type, payload, size)
+        except BaseException:
+            return 0x71   # HV_STATUS_OPERATION_FAILED (out of memory while queueing)
+        finally:
+            vp_ref = port_ref = None
+
+    cdef uint16_t _post_queued(self, int sint, Port port, uint32_t message_type,
+                               const uint8_t* payload, uint32_t size) except? 0xFFFF:
+        """The slow half of :meth:`post`: the slot is busy or messages are ahead of this one."""
+        cdef list queue = self._queues[sint]
+        cdef bytes message
+        cdef uint8_t* m
         message = PyBytes_FromStringAndSize(NULL, 16 + size)
         m = <uint8_t*> PyBytes_AS_STRING(message)
         (<uint32_t*> m)[0] = message_type
@@ -313,7 +342,7 @@ cdef class Vp:
         self._try_deliver(sint)
         return ST_SUCCESS
 
-    cdef uint16_t signal(self, int sint, uint32_t flag) noexcept:
+    cdef inline uint16_t signal(self, int sint, uint32_t flag) noexcept:
         """Set event flag ``flag`` of SINTn; interrupt on a 0->1 transition only (§2.5)."""
         cdef uint8_t* flags = self.flags(sint)
         cdef uint8_t bit
@@ -332,7 +361,7 @@ cdef class Vp:
         cdef const uint8_t[::1] data = memoryview(payload).cast("B")
         if not 0 <= sint < 16 or data.shape[0] > HV_MESSAGE_PAYLOAD_SIZE:
             raise ValueError("bad SINT or payload size")
-        return self.post(sint, port, message_type, &data[0] if data.shape[0] else NULL,
+        return self.post(sint, <void*> port, message_type, &data[0] if data.shape[0] else NULL,
                          data.shape[0])
 
     def signal_flag(self, int sint, uint32_t flag):
@@ -454,18 +483,6 @@ cdef class Partition(Caller):
             return self.vps[index]
         return None
 
-    cdef Vp target_vp(self, uint32_t index):
-        """The VP a port targets; ``HV_ANY_VP`` picks the first with its SynIC enabled."""
-        cdef Vp vp
-        if index == _ANY_VP:
-            for vp in self.vps:
-                if vp is not None and vp.scontrol & 1:
-                    return vp
-            return None
-        if index < <uint32_t> PyList_GET_SIZE(self.vps):
-            return <Vp> PyList_GET_ITEM(self.vps, index)
-        return None
-
 
 cdef inline uint32_t _hash_id(uint32_t x) noexcept nogil:
     x ^= x >> 16
@@ -474,39 +491,65 @@ cdef inline uint32_t _hash_id(uint32_t x) noexcept nogil:
     return x
 
 
-cdef inline Connection _connection(Partition caller, uint32_t connection_id):
-    cdef PyObject* found
+cdef inline void* _connection(Partition caller, uint32_t connection_id) noexcept:
+    """The caller's connection with that id, borrowed from its index, or NULL."""
     if connection_id & _ID_RESERVED:
-        return None
-    found = caller.find_connection(connection_id)
-    if found == NULL:
-        return None
-    return <Connection> found
+        return NULL
+    return <void*> caller.find_connection(connection_id)
 
 
-cdef uint16_t post_message(Partition caller, const uint8_t* input):
-    """HvCallPostMessage on an input block (§1.7): validate, route, deliver."""
+cdef inline void* _target_vp(void* target, uint32_t index) noexcept:
+    """:meth:`Partition.target_vp` for the hot paths: ``target`` is a borrowed Partition; the
+    VP is borrowed from its ``vps``, or NULL (no such VP; with ``HV_ANY_VP``, none has its
+    SynIC enabled)."""
+    cdef void* vps = <void*> (<Partition> target).vps
+    cdef void* vp
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n
+    if vps == <void*> None:
+        return NULL
+    n = _list_size(vps)
+    if index == _ANY_VP:
+        for i in range(n):
+            vp = _list_item(vps, i)
+            if vp != <void*> None and (<Vp> vp).scontrol & 1:
+                return vp
+        return NULL
+    if index < <size_t> n:
+        vp = _list_item(vps, index)
+        if vp != <void*> None:
+            return vp
+    return NULL
+
+
+cdef uint16_t post_message(Partition caller, const uint8_t* input) noexcept:
+    """HvCallPostMessage on an input block (§1.7): validate, route, deliver. Never raises."""
     cdef uint32_t connection_id = (<const uint32_t*> input)[0]
     cdef uint32_t reserved = (<const uint32_t*> input)[1]
     cdef uint32_t message_type = (<const uint32_t*> input)[2]
     cdef uint32_t size = (<const uint32_t*> input)[3]
-    cdef Connection conn
-    cdef Port port
-    cdef Partition target
-    cdef Vp vp
-    if reserved or message_type == 0 or message_type & _TYPE_HYPERVISOR or size > HV_MESSAGE_PAYLOAD_SIZE:
+    cdef void* conn
+    cdef void* port
+    cdef void* target
+    cdef void* vp
+    if reserved or message_type == 0 or message_type & _TYPE_HYPERVISOR \
+            or size > HV_MESSAGE_PAYLOAD_SIZE:
         return ST_INVALID_PARAMETER
     conn = _connection(caller, connection_id)
-    if conn is None:
+    if conn == NULL:
         return ST_INVALID_CONNECTION_ID
-    port = conn.port
-    target = port.partition
-    if port.deleted or port.port_type != _PORT_MESSAGE or target.state != _ACTIVE:
+    # Borrowed all the way down: the caller's connection index holds the connection, which
+    # holds its port, which holds its partition, whose list holds its VPs; nothing on this
+    # path can drop any of them.
+    port = <void*> (<Connection> conn).port
+    target = <void*> (<Port> port).partition
+    if (<Port> port).deleted or (<Port> port).port_type != _PORT_MESSAGE \
+            or (<Partition> target).state != _ACTIVE:
         return ST_INVALID_PORT_ID
-    vp = target.target_vp(port.target_vp)
-    if vp is None:
+    vp = _target_vp(target, (<Port> port).target_vp)
+    if vp == NULL:
         return ST_INVALID_VP_INDEX
-    return vp.post(port.target_sint, port, message_type, input + 16, size)
+    return (<Vp> vp).post((<Port> port).target_sint, port, message_type, input + 16, size)
 
 
 cdef uint16_t signal_event(Partition caller, const uint8_t* input) noexcept:
@@ -514,35 +557,33 @@ cdef uint16_t signal_event(Partition caller, const uint8_t* input) noexcept:
     cdef uint32_t connection_id = (<const uint32_t*> input)[0]
     cdef uint16_t flag = (<const uint16_t*> input)[2]
     cdef uint16_t reserved = (<const uint16_t*> input)[3]
-    cdef Connection conn
-    cdef Port port
-    cdef Partition target
-    cdef Vp vp
+    cdef void* conn
+    cdef void* port
+    cdef void* target
+    cdef void* vp
     if reserved:
         return ST_INVALID_PARAMETER
     conn = _connection(caller, connection_id)
-    if conn is None:
+    if conn == NULL:
         return ST_INVALID_CONNECTION_ID
-    port = conn.port
-    target = port.partition
-    if port.deleted or port.port_type != _PORT_EVENT or target.state != _ACTIVE:
+    port = <void*> (<Connection> conn).port    # borrowed, as in post_message
+    target = <void*> (<Port> port).partition
+    if (<Port> port).deleted or (<Port> port).port_type != _PORT_EVENT \
+            or (<Partition> target).state != _ACTIVE:
         return ST_INVALID_PORT_ID
-    if flag >= port.flag_count:
+    if flag >= (<Port> port).flag_count:
         return ST_INVALID_PARAMETER
-    vp = target.target_vp(port.target_vp)
-    if vp is None:
+    vp = _target_vp(target, (<Port> port).target_vp)
+    if vp == NULL:
         return ST_INVALID_VP_INDEX
-    port.signals += 1
-    return vp.signal(port.target_sint, port.base_flag + flag)
+    (<Port> port).signals = (<Port> port).signals + 1
+    return (<Vp> vp).signal((<Port> port).target_sint, (<Port> port).base_flag + flag)
 
 
 cdef uint16_t _h_post_message(void* ctx, Caller caller, HvCall* call) noexcept:
     if not isinstance(caller, Partition):
         return ST_ACCESS_DENIED
-    try:
-        return post_message(<Partition> caller, call.input)
-    except BaseException:
-        return 0x71   # HV_STATUS_OPERATION_FAILED (out of memory while queueing)
+    return post_message(<Partition> caller, call.input)
 
 
 cdef uint16_t _h_signal_event(void* ctx, Caller caller, HvCall* call) noexcept:
