@@ -149,9 +149,11 @@ cdef class Vp:
     cdef public object interrupt_handler   # the guest's ISR: callable(vector)
     cdef public uint64_t interrupts_raised
     cdef public uint64_t interrupts_lost
+    cdef void* _memory                # partition.memory, borrowed (both are fixed for life)
 
     def __init__(self, Partition partition not None, uint32_t index, ready not None):
         self.partition = partition
+        self._memory = <void*> partition.memory
         self.index = index
         self.ready = ready
         self._queues = [[] for _ in range(16)]
@@ -252,14 +254,12 @@ cdef class Vp:
     cdef inline uint8_t* slot(self, int sint) noexcept:
         if not (self.scontrol & 1) or not (self.simp & 1):
             return NULL
-        return gpa_pointer_lent(<void*> self.partition.memory,
-                                (self.simp & ~0xFFFULL) + sint * 256, 256)
+        return gpa_pointer_lent(self._memory, (self.simp & ~0xFFFULL) + sint * 256, 256)
 
     cdef inline uint8_t* flags(self, int sint) noexcept:
         if not (self.scontrol & 1) or not (self.siefp & 1):
             return NULL
-        return gpa_pointer_lent(<void*> self.partition.memory,
-                                (self.siefp & ~0xFFFULL) + sint * 256, 256)
+        return gpa_pointer_lent(self._memory, (self.siefp & ~0xFFFULL) + sint * 256, 256)
 
     cdef void _try_deliver(self, int sint):
         """Move the head of SINTn's queue into its slot if the slot is free (§2.4 steps 3–4)."""
@@ -381,8 +381,9 @@ cdef class Partition(Caller):
     cdef public dict ports
     cdef dict _connections
     cdef uint32_t* _conn_keys         # open-addressing index of _connections for the C path:
-    cdef PyObject** _conn_values      # key slot holds id + 1 (0 = empty); values borrowed
-    cdef uint32_t _conn_mask          # from _connections, which owns the references
+    cdef PyObject** _conn_ports       # key slot holds id + 1 (0 = empty); the value is the
+    cdef uint32_t _conn_mask          # connection's port, borrowed: _connections owns the
+                                      # connections, each its (fixed) port
     cdef public list vps
     cdef public dict properties
     cdef public uint64_t guest_os_id
@@ -399,7 +400,7 @@ cdef class Partition(Caller):
         self.ports = {}
         self._connections = {}
         self._conn_keys = NULL
-        self._conn_values = NULL
+        self._conn_ports = NULL
         self._conn_mask = 0
         self.vps = []
         self.properties = {}
@@ -408,7 +409,7 @@ cdef class Partition(Caller):
 
     def __dealloc__(self):
         PyMem_Free(self._conn_keys)
-        PyMem_Free(self._conn_values)
+        PyMem_Free(self._conn_ports)
 
     def __repr__(self):
         return f"<Partition {self.partition_id:#x} {self.name!r} state={self.state}>"
@@ -454,14 +455,15 @@ cdef class Partition(Caller):
             while keys[i]:
                 i = (i + 1) & (cap - 1)
             keys[i] = key + 1
-            values[i] = <PyObject*> conn
+            values[i] = <PyObject*> conn.port
         PyMem_Free(self._conn_keys)
-        PyMem_Free(self._conn_values)
+        PyMem_Free(self._conn_ports)
         self._conn_keys = keys
-        self._conn_values = values
+        self._conn_ports = values
         self._conn_mask = cap - 1
 
-    cdef inline PyObject* find_connection(self, uint32_t connection_id) noexcept:
+    cdef inline PyObject* find_port(self, uint32_t connection_id) noexcept:
+        """The port of this partition's connection ``connection_id`` (borrowed), or NULL."""
         cdef uint32_t i
         cdef uint32_t key
         if self._conn_keys == NULL:
@@ -472,7 +474,7 @@ cdef class Partition(Caller):
             if key == 0:
                 return NULL
             if key == connection_id + 1:
-                return self._conn_values[i]
+                return self._conn_ports[i]
             i = (i + 1) & self._conn_mask
 
     cpdef Vp vp(self, uint32_t index):
@@ -491,11 +493,11 @@ cdef inline uint32_t _hash_id(uint32_t x) noexcept nogil:
     return x
 
 
-cdef inline void* _connection(Partition caller, uint32_t connection_id) noexcept:
-    """The caller's connection with that id, borrowed from its index, or NULL."""
+cdef inline void* _connection_port(Partition caller, uint32_t connection_id) noexcept:
+    """The port of the caller's connection with that id, borrowed from its index, or NULL."""
     if connection_id & _ID_RESERVED:
         return NULL
-    return <void*> caller.find_connection(connection_id)
+    return <void*> caller.find_port(connection_id)
 
 
 cdef inline void* _target_vp(void* target, uint32_t index) noexcept:
@@ -528,20 +530,17 @@ cdef uint16_t post_message(Partition caller, const uint8_t* input) noexcept:
     cdef uint32_t reserved = (<const uint32_t*> input)[1]
     cdef uint32_t message_type = (<const uint32_t*> input)[2]
     cdef uint32_t size = (<const uint32_t*> input)[3]
-    cdef void* conn
     cdef void* port
     cdef void* target
     cdef void* vp
     if reserved or message_type == 0 or message_type & _TYPE_HYPERVISOR \
             or size > HV_MESSAGE_PAYLOAD_SIZE:
         return ST_INVALID_PARAMETER
-    conn = _connection(caller, connection_id)
-    if conn == NULL:
+    # Borrowed all the way down: the caller's connections hold their ports, which hold
+    # their partition, whose list holds its VPs; nothing on this path can drop any of them.
+    port = _connection_port(caller, connection_id)
+    if port == NULL:
         return ST_INVALID_CONNECTION_ID
-    # Borrowed all the way down: the caller's connection index holds the connection, which
-    # holds its port, which holds its partition, whose list holds its VPs; nothing on this
-    # path can drop any of them.
-    port = <void*> (<Connection> conn).port
     target = <void*> (<Port> port).partition
     if (<Port> port).deleted or (<Port> port).port_type != _PORT_MESSAGE \
             or (<Partition> target).state != _ACTIVE:
@@ -557,16 +556,14 @@ cdef uint16_t signal_event(Partition caller, const uint8_t* input) noexcept:
     cdef uint32_t connection_id = (<const uint32_t*> input)[0]
     cdef uint16_t flag = (<const uint16_t*> input)[2]
     cdef uint16_t reserved = (<const uint16_t*> input)[3]
-    cdef void* conn
     cdef void* port
     cdef void* target
     cdef void* vp
     if reserved:
         return ST_INVALID_PARAMETER
-    conn = _connection(caller, connection_id)
-    if conn == NULL:
+    port = _connection_port(caller, connection_id)
+    if port == NULL:
         return ST_INVALID_CONNECTION_ID
-    port = <void*> (<Connection> conn).port    # borrowed, as in post_message
     target = <void*> (<Port> port).partition
     if (<Port> port).deleted or (<Port> port).port_type != _PORT_EVENT \
             or (<Partition> target).state != _ACTIVE:
