@@ -11,6 +11,7 @@ when the bridge is. The same calls are exported as a versioned C table (``winhv.
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -44,11 +45,15 @@ for _member in HvStatus:
 
 cdef inline object _status(uint16_t value):
     """The HvStatus member for ``value`` (a plain int for values the ABI does not name)."""
-    cdef object member
+    cdef void* member
     if value < 0x100:
-        member = _STATUS[value]
-        if member is not None:
-            return member
+        member = <void*> PyList_GET_ITEM(_STATUS, value)
+        if member != <void*> None:
+            return <object> member
+    return _status_slow(value)
+
+
+cdef object _status_slow(uint16_t value):
     try:
         return HvStatus(value)
     except ValueError:

@@ -310,6 +310,12 @@ cdef class Vp:
             (<uint32_t*> slot)[0] = message_type
             self.raise_sint(sint)
             return ST_SUCCESS
+        return self._post_slow(sint, port, message_type, payload, size)
+
+    cdef uint16_t _post_slow(self, int sint, void* port, uint32_t message_type,
+                             const uint8_t* payload, uint32_t size) noexcept:
+        """:meth:`post` when the message must queue (kept out of line: the fast path stays
+        small enough to inline, with no exception frame)."""
         # Queueing allocates, which may run the garbage collector and so arbitrary finalizers:
         # hold the VP and the port (both borrowed so far) for the rest of the call.
         cdef object vp_ref = self
