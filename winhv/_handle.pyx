@@ -22,7 +22,7 @@ from winhv._cdefs cimport (
     CTL_REP_START_SHIFT, HV_MESSAGE_PAYLOAD_SIZE, ST_INVALID_ALIGNMENT, ST_INVALID_PARAMETER,
     ST_SUCCESS,
 )
-from winhv._gpa cimport GpaSpace, gpa_pointer
+from winhv._gpa cimport GpaSpace, gpa_pointer, gpa_pointer_lent
 
 from winhv._status import HvStatus
 
@@ -113,10 +113,10 @@ cdef class HandleCore:
         return self._cbridge is not None
 
     cdef inline uint8_t* _input_page(self) noexcept:
-        return gpa_pointer(self._caller.memory, self.input_gpa, 4096)
+        return gpa_pointer_lent(<void*> self._caller.memory, self.input_gpa, 4096)
 
     cdef inline uint8_t* _output_page(self) noexcept:
-        return gpa_pointer(self._caller.memory, self.output_gpa, 4096)
+        return gpa_pointer_lent(<void*> self._caller.memory, self.output_gpa, 4096)
 
     cdef uint64_t _hc(self, uint64_t control, uint64_t rdx, uint64_t r8) except? 0xFFFFFFFFFFFFFFFF:
         self._caller.current_vp = self.vp_index
