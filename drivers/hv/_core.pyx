@@ -12,9 +12,10 @@ guest reads its messages and event flags from its memory exactly as on Hyper-V.
 """
 
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
@@ -142,7 +143,7 @@ cdef class Vp:
     cdef public uint64_t simp
     cdef public uint64_t siefp
     cdef uint64_t _sint[16]
-    cdef list _queues                 # per SINT: [[message bytes, Port], ...] waiting for the slot
+    cdef list _queues                 # per SINT: [(message bytes, Port), ...] waiting for the slot
     cdef uint64_t _irr[4]             # pending interrupt vectors (bit per vector)
     cdef public bint queued           # in the scheduler's ready list
     cdef public object ready          # the scheduler's ready list (shared by every VP)
@@ -265,6 +266,7 @@ cdef class Vp:
         """Move the head of SINTn's queue into its slot if the slot is free (§2.4 steps 3–4)."""
         cdef list queue = self._queues[sint]
         cdef uint8_t* slot
+        cdef tuple head
         cdef bytes message
         if not PyList_GET_SIZE(queue):
             return
@@ -275,11 +277,11 @@ cdef class Vp:
             slot[5] |= MESSAGE_FLAG_PENDING
             return
         head = queue.pop(0)
-        message = head[0]
-        memcpy(slot + 4, PyBytes_AS_STRING(message) + 4, len(message) - 4)
+        message = <bytes> PyTuple_GET_ITEM(head, 0)
+        memcpy(slot + 4, PyBytes_AS_STRING(message) + 4, PyBytes_GET_SIZE(message) - 4)
         winhv_fence()
         memcpy(slot, PyBytes_AS_STRING(message), 4)   # the type last: publishes the slot
-        (<Port> head[1]).free_buffers += 1
+        (<Port> PyTuple_GET_ITEM(head, 1)).free_buffers += 1
         if PyList_GET_SIZE(queue):
             slot[5] |= MESSAGE_FLAG_PENDING
         self.raise_sint(sint)
@@ -344,7 +346,7 @@ cdef class Vp:
         if size:
             memcpy(m + 16, payload, size)
         port.free_buffers -= 1
-        queue.append([message, port])
+        queue.append((message, port))
         self._try_deliver(sint)
         return ST_SUCCESS
 
