@@ -14,7 +14,7 @@ guest reads its messages and event flags from its memory exactly as on Hyper-V.
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
-from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.list cimport PyList_Append, PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
@@ -509,9 +509,9 @@ cdef inline void* _connection_port(Partition caller, uint32_t connection_id) noe
 
 
 cdef inline void* _target_vp(void* target, uint32_t index) noexcept:
-    """:meth:`Partition.target_vp` for the hot paths: ``target`` is a borrowed Partition; the
-    VP is borrowed from its ``vps``, or NULL (no such VP; with ``HV_ANY_VP``, none has its
-    SynIC enabled)."""
+    """The VP of ``target`` (a borrowed Partition) that a port with ``target_vp = index``
+    delivers to, borrowed from its ``vps``; ``HV_ANY_VP`` picks the first VP with its SynIC
+    enabled. NULL when there is none."""
     cdef void* vps = <void*> (<Partition> target).vps
     cdef void* vp
     cdef Py_ssize_t i
@@ -545,7 +545,8 @@ cdef uint16_t post_message(Partition caller, const uint8_t* input) noexcept:
             or size > HV_MESSAGE_PAYLOAD_SIZE:
         return ST_INVALID_PARAMETER
     # Borrowed all the way down: the caller's connections hold their ports, which hold
-    # their partition, whose list holds its VPs; nothing on this path can drop any of them.
+    # their partition, whose list holds its VPs; nothing on this path runs Python code that
+    # could drop any of them (queueing behind a busy slot holds the VP and port first).
     port = _connection_port(caller, connection_id)
     if port == NULL:
         return ST_INVALID_CONNECTION_ID
