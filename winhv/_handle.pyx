@@ -11,17 +11,18 @@ when the bridge is. The same calls are exported as a versioned C table (``winhv.
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from winhv._bridge cimport Bridge, Caller
+from winhv._bridge cimport Bridge, Caller, bridge_call
 from winhv._cdefs cimport (
     CALL_GET_PARTITION_ID, CALL_POST_MESSAGE, CALL_SIGNAL_EVENT, CTL_FAST, CTL_REP_COUNT_SHIFT,
     CTL_REP_START_SHIFT, HV_MESSAGE_PAYLOAD_SIZE, ST_INVALID_ALIGNMENT, ST_INVALID_PARAMETER,
     ST_SUCCESS,
 )
-from winhv._gpa cimport GpaSpace, gpa_pointer
+from winhv._gpa cimport GpaSpace, gpa_pointer, gpa_pointer_lent
 
 from winhv._status import HvStatus
 
@@ -44,11 +45,15 @@ for _member in HvStatus:
 
 cdef inline object _status(uint16_t value):
     """The HvStatus member for ``value`` (a plain int for values the ABI does not name)."""
-    cdef object member
+    cdef void* member
     if value < 0x100:
-        member = _STATUS[value]
-        if member is not None:
-            return member
+        member = <void*> PyList_GET_ITEM(_STATUS, value)
+        if member != <void*> None:
+            return <object> member
+    return _status_slow(value)
+
+
+cdef object _status_slow(uint16_t value):
     try:
         return HvStatus(value)
     except ValueError:
@@ -108,15 +113,16 @@ cdef class HandleCore:
         return self._cbridge is not None
 
     cdef inline uint8_t* _input_page(self) noexcept:
-        return gpa_pointer(self._caller.memory, self.input_gpa, 4096)
+        return gpa_pointer_lent(<void*> self._caller.memory, self.input_gpa, 4096)
 
     cdef inline uint8_t* _output_page(self) noexcept:
-        return gpa_pointer(self._caller.memory, self.output_gpa, 4096)
+        return gpa_pointer_lent(<void*> self._caller.memory, self.output_gpa, 4096)
 
     cdef uint64_t _hc(self, uint64_t control, uint64_t rdx, uint64_t r8) except? 0xFFFFFFFFFFFFFFFF:
         self._caller.current_vp = self.vp_index
         if self._cbridge is not None:
-            return self._cbridge.hypercall(self._caller, control, rdx, r8)
+            return bridge_call(<void*> self._cbridge, <void*> self._caller,
+                               control, rdx, r8)
         return self._bridge.hypercall(self._caller, control, rdx, r8)
 
     def hypercall(self, uint64_t control, uint64_t rdx=0, uint64_t r8=0):
@@ -179,9 +185,16 @@ cdef class HandleCore:
 cdef inline uint64_t _c_call(HandleCore handle, uint64_t control, uint64_t rdx,
                              uint64_t r8) noexcept:
     if handle._cbridge is not None:
-        # The compiled bridge cannot raise: no exception frame on the hot path.
+        # The compiled bridge cannot raise: no exception frame on the hot path; the handle
+        # lends its own references to the call (it outlives the call).
         handle._caller.current_vp = handle.vp_index
-        return handle._cbridge.hypercall(handle._caller, control, rdx, r8)
+        return bridge_call(<void*> handle._cbridge, <void*> handle._caller,
+                           control, rdx, r8)
+    return _c_call_reference(handle, control, rdx, r8)
+
+
+cdef uint64_t _c_call_reference(HandleCore handle, uint64_t control, uint64_t rdx,
+                                uint64_t r8) noexcept:
     try:
         return handle._hc(control, rdx, r8)
     except BaseException:

@@ -12,9 +12,10 @@ guest reads its messages and event flags from its memory exactly as on Hyper-V.
 """
 
 cimport cython
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free
-from cpython.list cimport PyList_Append, PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.list cimport PyList_Append, PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
@@ -29,7 +30,7 @@ from winhv._cdefs cimport (
     ST_INSUFFICIENT_BUFFERS, ST_INVALID_PARAMETER, ST_INVALID_PORT_ID, ST_INVALID_SYNIC_STATE,
     ST_INVALID_VP_INDEX, ST_SUCCESS, ST_ACCESS_DENIED,
 )
-from winhv._gpa cimport GpaSpace, gpa_pointer
+from winhv._gpa cimport GpaSpace, gpa_pointer, gpa_pointer_lent
 
 cdef extern from *:
     """
@@ -40,6 +41,16 @@ cdef extern from *:
     """
     unsigned char winhv_atomic_or8(unsigned char* p, unsigned char v) nogil
     void winhv_fence() nogil
+
+# Borrowed list access for the hot paths (no reference counting, no Python error checks). The
+# lists are the objects' own attributes, which outlive the call.
+cdef extern from *:
+    """
+    #define winhv_list_size(o) PyList_GET_SIZE((PyObject *)(o))
+    #define winhv_list_item(o, i) ((void *)PyList_GET_ITEM((PyObject *)(o), (i)))
+    """
+    Py_ssize_t _list_size "winhv_list_size"(void* o) noexcept nogil
+    void* _list_item "winhv_list_item"(void* o, Py_ssize_t i) noexcept nogil
 
 # Partition states (hypervisor-internal; the TLFS names the transitions, not the states).
 STATE_CREATED = 0        # after HvCallCreatePartition
@@ -132,16 +143,18 @@ cdef class Vp:
     cdef public uint64_t simp
     cdef public uint64_t siefp
     cdef uint64_t _sint[16]
-    cdef list _queues                 # per SINT: [[message bytes, Port], ...] waiting for the slot
+    cdef list _queues                 # per SINT: [(message bytes, Port), ...] waiting for the slot
     cdef uint64_t _irr[4]             # pending interrupt vectors (bit per vector)
     cdef public bint queued           # in the scheduler's ready list
     cdef public object ready          # the scheduler's ready list (shared by every VP)
     cdef public object interrupt_handler   # the guest's ISR: callable(vector)
     cdef public uint64_t interrupts_raised
     cdef public uint64_t interrupts_lost
+    cdef void* _memory                # partition.memory, borrowed (both are fixed for life)
 
     def __init__(self, Partition partition not None, uint32_t index, ready not None):
         self.partition = partition
+        self._memory = <void*> partition.memory
         self.index = index
         self.ready = ready
         self._queues = [[] for _ in range(16)]
@@ -242,17 +255,18 @@ cdef class Vp:
     cdef inline uint8_t* slot(self, int sint) noexcept:
         if not (self.scontrol & 1) or not (self.simp & 1):
             return NULL
-        return gpa_pointer(self.partition.memory, (self.simp & ~0xFFFULL) + sint * 256, 256)
+        return gpa_pointer_lent(self._memory, (self.simp & ~0xFFFULL) + sint * 256, 256)
 
     cdef inline uint8_t* flags(self, int sint) noexcept:
         if not (self.scontrol & 1) or not (self.siefp & 1):
             return NULL
-        return gpa_pointer(self.partition.memory, (self.siefp & ~0xFFFULL) + sint * 256, 256)
+        return gpa_pointer_lent(self._memory, (self.siefp & ~0xFFFULL) + sint * 256, 256)
 
     cdef void _try_deliver(self, int sint):
         """Move the head of SINTn's queue into its slot if the slot is free (§2.4 steps 3–4)."""
         cdef list queue = self._queues[sint]
         cdef uint8_t* slot
+        cdef tuple head
         cdef bytes message
         if not PyList_GET_SIZE(queue):
             return
@@ -263,41 +277,64 @@ cdef class Vp:
             slot[5] |= MESSAGE_FLAG_PENDING
             return
         head = queue.pop(0)
-        message = head[0]
-        memcpy(slot + 4, PyBytes_AS_STRING(message) + 4, len(message) - 4)
+        message = <bytes> PyTuple_GET_ITEM(head, 0)
+        memcpy(slot + 4, PyBytes_AS_STRING(message) + 4, PyBytes_GET_SIZE(message) - 4)
         winhv_fence()
         memcpy(slot, PyBytes_AS_STRING(message), 4)   # the type last: publishes the slot
-        (<Port> head[1]).free_buffers += 1
+        (<Port> PyTuple_GET_ITEM(head, 1)).free_buffers += 1
         if PyList_GET_SIZE(queue):
             slot[5] |= MESSAGE_FLAG_PENDING
         self.raise_sint(sint)
 
-    cdef uint16_t post(self, int sint, Port port, uint32_t message_type,
-                       const uint8_t* payload, uint32_t size):
-        """Queue one message from ``port`` for SINTn and try to deliver it."""
+    cdef inline uint16_t post(self, int sint, void* port, uint32_t message_type,
+                              const uint8_t* payload, uint32_t size) noexcept:
+        """Queue one message from ``port`` (a borrowed Port) for SINTn and try to deliver it.
+
+        Never raises: running out of memory while queueing is HV_STATUS_OPERATION_FAILED.
+        """
         cdef uint8_t* slot = self.slot(sint)
-        cdef list queue = self._queues[sint]
-        cdef bytes message
-        cdef uint8_t* m
         if slot == NULL:
             return ST_INVALID_SYNIC_STATE
-        if port.free_buffers <= 0:
+        if (<Port> port).free_buffers <= 0:
             return ST_INSUFFICIENT_BUFFERS
-        port.messages += 1
-        if not PyList_GET_SIZE(queue) and (<uint32_t*> slot)[0] == 0:
+        (<Port> port).messages = (<Port> port).messages + 1
+        if not _list_size(_list_item(<void*> self._queues, sint)) and (<uint32_t*> slot)[0] == 0:
             # Fast path: the slot is free and nothing is ahead of us; the buffer is taken and
             # released at once.
             slot[4] = <uint8_t> size
             slot[5] = 0
             slot[6] = 0
             slot[7] = 0
-            (<uint64_t*> (slot + 8))[0] = port.port_id
+            (<uint64_t*> (slot + 8))[0] = (<Port> port).port_id
             if size:
                 memcpy(slot + 16, payload, size)
             winhv_fence()
             (<uint32_t*> slot)[0] = message_type
             self.raise_sint(sint)
             return ST_SUCCESS
+        return self._post_slow(sint, port, message_type, payload, size)
+
+    cdef uint16_t _post_slow(self, int sint, void* port, uint32_t message_type,
+                             const uint8_t* payload, uint32_t size) noexcept:
+        """:meth:`post` when the message must queue (kept out of line: the fast path stays
+        small enough to inline, with no exception frame)."""
+        # Queueing allocates, which may run the garbage collector and so arbitrary finalizers:
+        # hold the VP and the port (both borrowed so far) for the rest of the call.
+        cdef object vp_ref = self
+        cdef object port_ref = <object> port
+        try:
+            return self._post_queued(sint, <Port> port_ref, message_type, payload, size)
+        except BaseException:
+            return 0x71   # HV_STATUS_OPERATION_FAILED (out of memory while queueing)
+        finally:
+            vp_ref = port_ref = None
+
+    cdef uint16_t _post_queued(self, int sint, Port port, uint32_t message_type,
+                               const uint8_t* payload, uint32_t size) except? 0xFFFF:
+        """The slow half of :meth:`post`: the slot is busy or messages are ahead of this one."""
+        cdef list queue = self._queues[sint]
+        cdef bytes message
+        cdef uint8_t* m
         message = PyBytes_FromStringAndSize(NULL, 16 + size)
         m = <uint8_t*> PyBytes_AS_STRING(message)
         (<uint32_t*> m)[0] = message_type
@@ -309,11 +346,11 @@ cdef class Vp:
         if size:
             memcpy(m + 16, payload, size)
         port.free_buffers -= 1
-        queue.append([message, port])
+        queue.append((message, port))
         self._try_deliver(sint)
         return ST_SUCCESS
 
-    cdef uint16_t signal(self, int sint, uint32_t flag) noexcept:
+    cdef inline uint16_t signal(self, int sint, uint32_t flag) noexcept:
         """Set event flag ``flag`` of SINTn; interrupt on a 0->1 transition only (§2.5)."""
         cdef uint8_t* flags = self.flags(sint)
         cdef uint8_t bit
@@ -332,7 +369,7 @@ cdef class Vp:
         cdef const uint8_t[::1] data = memoryview(payload).cast("B")
         if not 0 <= sint < 16 or data.shape[0] > HV_MESSAGE_PAYLOAD_SIZE:
             raise ValueError("bad SINT or payload size")
-        return self.post(sint, port, message_type, &data[0] if data.shape[0] else NULL,
+        return self.post(sint, <void*> port, message_type, &data[0] if data.shape[0] else NULL,
                          data.shape[0])
 
     def signal_flag(self, int sint, uint32_t flag):
@@ -352,8 +389,9 @@ cdef class Partition(Caller):
     cdef public dict ports
     cdef dict _connections
     cdef uint32_t* _conn_keys         # open-addressing index of _connections for the C path:
-    cdef PyObject** _conn_values      # key slot holds id + 1 (0 = empty); values borrowed
-    cdef uint32_t _conn_mask          # from _connections, which owns the references
+    cdef PyObject** _conn_ports       # key slot holds id + 1 (0 = empty); the value is the
+    cdef uint32_t _conn_mask          # connection's port, borrowed: _connections owns the
+                                      # connections, each its (fixed) port
     cdef public list vps
     cdef public dict properties
     cdef public uint64_t guest_os_id
@@ -370,7 +408,7 @@ cdef class Partition(Caller):
         self.ports = {}
         self._connections = {}
         self._conn_keys = NULL
-        self._conn_values = NULL
+        self._conn_ports = NULL
         self._conn_mask = 0
         self.vps = []
         self.properties = {}
@@ -379,7 +417,7 @@ cdef class Partition(Caller):
 
     def __dealloc__(self):
         PyMem_Free(self._conn_keys)
-        PyMem_Free(self._conn_values)
+        PyMem_Free(self._conn_ports)
 
     def __repr__(self):
         return f"<Partition {self.partition_id:#x} {self.name!r} state={self.state}>"
@@ -425,14 +463,15 @@ cdef class Partition(Caller):
             while keys[i]:
                 i = (i + 1) & (cap - 1)
             keys[i] = key + 1
-            values[i] = <PyObject*> conn
+            values[i] = <PyObject*> conn.port
         PyMem_Free(self._conn_keys)
-        PyMem_Free(self._conn_values)
+        PyMem_Free(self._conn_ports)
         self._conn_keys = keys
-        self._conn_values = values
+        self._conn_ports = values
         self._conn_mask = cap - 1
 
-    cdef inline PyObject* find_connection(self, uint32_t connection_id) noexcept:
+    cdef inline PyObject* find_port(self, uint32_t connection_id) noexcept:
+        """The port of this partition's connection ``connection_id`` (borrowed), or NULL."""
         cdef uint32_t i
         cdef uint32_t key
         if self._conn_keys == NULL:
@@ -443,7 +482,7 @@ cdef class Partition(Caller):
             if key == 0:
                 return NULL
             if key == connection_id + 1:
-                return self._conn_values[i]
+                return self._conn_ports[i]
             i = (i + 1) & self._conn_mask
 
     cpdef Vp vp(self, uint32_t index):
@@ -454,18 +493,6 @@ cdef class Partition(Caller):
             return self.vps[index]
         return None
 
-    cdef Vp target_vp(self, uint32_t index):
-        """The VP a port targets; ``HV_ANY_VP`` picks the first with its SynIC enabled."""
-        cdef Vp vp
-        if index == _ANY_VP:
-            for vp in self.vps:
-                if vp is not None and vp.scontrol & 1:
-                    return vp
-            return None
-        if index < <uint32_t> PyList_GET_SIZE(self.vps):
-            return <Vp> PyList_GET_ITEM(self.vps, index)
-        return None
-
 
 cdef inline uint32_t _hash_id(uint32_t x) noexcept nogil:
     x ^= x >> 16
@@ -474,39 +501,63 @@ cdef inline uint32_t _hash_id(uint32_t x) noexcept nogil:
     return x
 
 
-cdef inline Connection _connection(Partition caller, uint32_t connection_id):
-    cdef PyObject* found
+cdef inline void* _connection_port(Partition caller, uint32_t connection_id) noexcept:
+    """The port of the caller's connection with that id, borrowed from its index, or NULL."""
     if connection_id & _ID_RESERVED:
-        return None
-    found = caller.find_connection(connection_id)
-    if found == NULL:
-        return None
-    return <Connection> found
+        return NULL
+    return <void*> caller.find_port(connection_id)
 
 
-cdef uint16_t post_message(Partition caller, const uint8_t* input):
-    """HvCallPostMessage on an input block (§1.7): validate, route, deliver."""
+cdef inline void* _target_vp(void* target, uint32_t index) noexcept:
+    """The VP of ``target`` (a borrowed Partition) that a port with ``target_vp = index``
+    delivers to, borrowed from its ``vps``; ``HV_ANY_VP`` picks the first VP with its SynIC
+    enabled. NULL when there is none."""
+    cdef void* vps = <void*> (<Partition> target).vps
+    cdef void* vp
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n
+    if vps == <void*> None:
+        return NULL
+    n = _list_size(vps)
+    if index == _ANY_VP:
+        for i in range(n):
+            vp = _list_item(vps, i)
+            if vp != <void*> None and (<Vp> vp).scontrol & 1:
+                return vp
+        return NULL
+    if index < <size_t> n:
+        vp = _list_item(vps, index)
+        if vp != <void*> None:
+            return vp
+    return NULL
+
+
+cdef uint16_t post_message(Partition caller, const uint8_t* input) noexcept:
+    """HvCallPostMessage on an input block (§1.7): validate, route, deliver. Never raises."""
     cdef uint32_t connection_id = (<const uint32_t*> input)[0]
     cdef uint32_t reserved = (<const uint32_t*> input)[1]
     cdef uint32_t message_type = (<const uint32_t*> input)[2]
     cdef uint32_t size = (<const uint32_t*> input)[3]
-    cdef Connection conn
-    cdef Port port
-    cdef Partition target
-    cdef Vp vp
-    if reserved or message_type == 0 or message_type & _TYPE_HYPERVISOR or size > HV_MESSAGE_PAYLOAD_SIZE:
+    cdef void* port
+    cdef void* target
+    cdef void* vp
+    if reserved or message_type == 0 or message_type & _TYPE_HYPERVISOR \
+            or size > HV_MESSAGE_PAYLOAD_SIZE:
         return ST_INVALID_PARAMETER
-    conn = _connection(caller, connection_id)
-    if conn is None:
+    # Borrowed all the way down: the caller's connections hold their ports, which hold
+    # their partition, whose list holds its VPs; nothing on this path runs Python code that
+    # could drop any of them (queueing behind a busy slot holds the VP and port first).
+    port = _connection_port(caller, connection_id)
+    if port == NULL:
         return ST_INVALID_CONNECTION_ID
-    port = conn.port
-    target = port.partition
-    if port.deleted or port.port_type != _PORT_MESSAGE or target.state != _ACTIVE:
+    target = <void*> (<Port> port).partition
+    if (<Port> port).deleted or (<Port> port).port_type != _PORT_MESSAGE \
+            or (<Partition> target).state != _ACTIVE:
         return ST_INVALID_PORT_ID
-    vp = target.target_vp(port.target_vp)
-    if vp is None:
+    vp = _target_vp(target, (<Port> port).target_vp)
+    if vp == NULL:
         return ST_INVALID_VP_INDEX
-    return vp.post(port.target_sint, port, message_type, input + 16, size)
+    return (<Vp> vp).post((<Port> port).target_sint, port, message_type, input + 16, size)
 
 
 cdef uint16_t signal_event(Partition caller, const uint8_t* input) noexcept:
@@ -514,35 +565,31 @@ cdef uint16_t signal_event(Partition caller, const uint8_t* input) noexcept:
     cdef uint32_t connection_id = (<const uint32_t*> input)[0]
     cdef uint16_t flag = (<const uint16_t*> input)[2]
     cdef uint16_t reserved = (<const uint16_t*> input)[3]
-    cdef Connection conn
-    cdef Port port
-    cdef Partition target
-    cdef Vp vp
+    cdef void* port
+    cdef void* target
+    cdef void* vp
     if reserved:
         return ST_INVALID_PARAMETER
-    conn = _connection(caller, connection_id)
-    if conn is None:
+    port = _connection_port(caller, connection_id)
+    if port == NULL:
         return ST_INVALID_CONNECTION_ID
-    port = conn.port
-    target = port.partition
-    if port.deleted or port.port_type != _PORT_EVENT or target.state != _ACTIVE:
+    target = <void*> (<Port> port).partition
+    if (<Port> port).deleted or (<Port> port).port_type != _PORT_EVENT \
+            or (<Partition> target).state != _ACTIVE:
         return ST_INVALID_PORT_ID
-    if flag >= port.flag_count:
+    if flag >= (<Port> port).flag_count:
         return ST_INVALID_PARAMETER
-    vp = target.target_vp(port.target_vp)
-    if vp is None:
+    vp = _target_vp(target, (<Port> port).target_vp)
+    if vp == NULL:
         return ST_INVALID_VP_INDEX
-    port.signals += 1
-    return vp.signal(port.target_sint, port.base_flag + flag)
+    (<Port> port).signals = (<Port> port).signals + 1
+    return (<Vp> vp).signal((<Port> port).target_sint, (<Port> port).base_flag + flag)
 
 
 cdef uint16_t _h_post_message(void* ctx, Caller caller, HvCall* call) noexcept:
     if not isinstance(caller, Partition):
         return ST_ACCESS_DENIED
-    try:
-        return post_message(<Partition> caller, call.input)
-    except BaseException:
-        return 0x71   # HV_STATUS_OPERATION_FAILED (out of memory while queueing)
+    return post_message(<Partition> caller, call.input)
 
 
 cdef uint16_t _h_signal_event(void* ctx, Caller caller, HvCall* call) noexcept:
