@@ -30,13 +30,18 @@ __all__ = ["WinHv"]
 
 _U64 = struct.Struct("<Q")
 _PAGE = 4096
+#: WinHvSignalEom's input: this partition and VP, one (EOM, 0) register element.
+_EOM_HEADER = struct.pack("<QIB3x", HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF, 0)
+_EOM_ELEMENT = struct.pack("<I12xQQ", int(HvRegisterName.EOM), 0, 0)
+
+
+#: HvStatus members by value: a dict lookup instead of an enum call (~1 us) per hypercall.
+_STATUSES: dict[int, HvStatus] = {int(member): member for member in HvStatus}
 
 
 def _status(value: int) -> HvStatus | int:
-    try:
-        return HvStatus(value & 0xFFFF)
-    except ValueError:
-        return value & 0xFFFF
+    value &= 0xFFFF
+    return _STATUSES.get(value, value)
 
 
 class WinHv(HandleCore):
@@ -215,8 +220,13 @@ class WinHv(HandleCore):
         return self.WinHvSetVpRegisters([(name, value)], **target)
 
     def WinHvSignalEom(self) -> HvStatus | int:
-        """Write the EOM register of this VP (redeliver queued messages, §2.4)."""
-        return self.WinHvSetVpRegister(HvRegisterName.EOM, 0)
+        """Write the EOM register of this VP (redeliver queued messages, §2.4).
+
+        The same HvCallSetVpRegisters call as ``WinHvSetVpRegister(EOM, 0)``, with its
+        constant input precomputed: the ISR issues one per queued message.
+        """
+        return self._rep_packed(HvCallCode.SET_VP_REGISTERS, _EOM_HEADER, _EOM_ELEMENT,
+                                len(_EOM_ELEMENT), 1)[0]
 
     # -- ports and connections -----------------------------------------------------------------
 
