@@ -14,6 +14,7 @@ reference to any host object.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections import deque
@@ -251,7 +252,7 @@ class VmbusClient:
                           instance_id=device.instance_id,
                           outbound=Ring(self.kernel.view(device.ring_gpa, half)),
                           inbound=Ring(self.kernel.view(device.ring_gpa + half, half)),
-                          signal=lambda: hv.WinHvSignalEvent(connection_id, 0),
+                          signal=functools.partial(hv.WinHvSignalEvent, connection_id, 0),
                           name=f"{self.kernel.name}/relid {relid}",
                           sub_channel_index=device.offer.sub_channel_index,
                           connection_id=connection_id)

@@ -20,6 +20,7 @@ pages (VID mapped it), so guest page ``p`` is root page ``root_ram_page + p``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import struct
@@ -353,8 +354,8 @@ class VmbusServer:
         opened = self._wire_events(relid, request.target_vp)
         channel = Channel(side="host", relid=relid, interface_id=device.interface_id,
                           instance_id=device.instance_id, outbound=outbound, inbound=inbound,
-                          signal=lambda c=opened.root_connection: self.root.hv.WinHvSignalEvent(
-                              c, 0),
+                          signal=functools.partial(self.root.hv.WinHvSignalEvent,
+                                                   opened.root_connection, 0),
                           name=f"{self.name}/{device.name}",
                           connection_id=CHANNEL_CONNECTION_BASE | relid)
         channel.guest_view = self.guest_view  # type: ignore[attr-defined]
