@@ -177,7 +177,21 @@ class Channel:
             self._enqueue((kind, payload, trans_id, extra))
             return
         try:
-            signal = self._write(kind, payload, trans_id, extra)
+            # _write(), inline: one Python frame per packet less on the hot path.
+            writer = self._writer
+            if kind is _INBAND:
+                signal = writer.write(payload, trans_id, extra)
+            elif kind is _COMP:
+                signal = writer.write_completion(trans_id, payload)
+            else:
+                signal = writer.write(payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED,
+                                      packet_type=PacketType.DATA_USING_GPA_DIRECT,
+                                      header=extra)
+            self.packets_sent += 1
+            self.bytes_sent += len(payload)
+            if self.taps:
+                for tap in self.taps:
+                    tap(self, "out", _KIND_TYPES[kind], trans_id, payload)
         except RingFullError as full:
             self._enqueue((kind, payload, trans_id, extra))
             try:
@@ -207,6 +221,7 @@ class Channel:
 
     def _write(self, kind: int, payload: Any, trans_id: int, extra: Any) -> bool:
         # Positional ring calls: keyword parsing cost more than the ring work itself.
+        # _send() has a copy of this inline; keep the two alike.
         writer = self._writer
         if kind is _INBAND:
             signal = writer.write(payload, trans_id, extra)
@@ -258,14 +273,37 @@ class Channel:
             return 0
         handled = 0
         reader = self._reader
+        pending = self._pending
         try:
             while True:
                 packets = reader.read_many(READ_BATCH)
                 if not packets:
                     break
                 for packet in packets:
+                    # The dispatch, inline (one Python frame per packet less): a completion
+                    # of one of our requests goes to its callback, anything else to on_packet.
                     handled += 1
-                    self._dispatch(packet)
+                    self.packets_received += 1
+                    if self.taps:
+                        for tap in self.taps:
+                            tap(self, "in", packet.type, packet.trans_id, packet.payload)
+                    if packet.type is _COMP_TYPE:
+                        callback = pending.pop(packet.trans_id, _NOT_PENDING)
+                        if callback is not _NOT_PENDING:
+                            if callback is not None:
+                                try:
+                                    callback(packet)
+                                except Exception as exc:
+                                    self._driver_raised(callback, exc)
+                            if self.closed:
+                                return handled
+                            continue
+                    handler = self.on_packet
+                    if handler is not None:
+                        try:
+                            handler(self, packet)
+                        except Exception as exc:
+                            self._driver_raised(handler, exc)
                     if self.closed:
                         return handled
                 if reader.done():
@@ -276,27 +314,6 @@ class Channel:
         if self._backlog:
             self.flush()
         return handled
-
-    def _dispatch(self, packet: Packet) -> None:
-        self.packets_received += 1
-        if self.taps:
-            for tap in self.taps:
-                tap(self, "in", packet.type, packet.trans_id, packet.payload)
-        if packet.type is _COMP_TYPE:
-            callback = self._pending.pop(packet.trans_id, _NOT_PENDING)
-            if callback is not _NOT_PENDING:
-                if callback is not None:
-                    try:
-                        callback(packet)
-                    except Exception as exc:
-                        self._driver_raised(callback, exc)
-                return
-        handler = self.on_packet
-        if handler is not None:
-            try:
-                handler(self, packet)
-            except Exception as exc:
-                self._driver_raised(handler, exc)
 
     def _driver_raised(self, fn: Callable[..., Any], exc: Exception) -> None:
         """A driver callback raised: the driver's fault. Unbind it, keep everything else
