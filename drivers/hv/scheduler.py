@@ -173,7 +173,8 @@ class Scheduler:
                         _log.exception("ISR of %r vector %#x raised", vp, vector)
                         if self.on_error is not None:
                             self.on_error(vp, vector, exc)
-            self._check(steps)
+            if steps > self.max_steps:   # _check(), without a call per batch
+                self._check(steps)
         return steps
 
     def _check(self, steps: int) -> None:
