@@ -30,13 +30,20 @@ __all__ = ["WinHv"]
 
 _U64 = struct.Struct("<Q")
 _PAGE = 4096
+#: WinHvSignalEom's input: this partition and VP, one (EOM, 0) register element.
+_EOM_HEADER = struct.pack("<QIB3x", HV_PARTITION_ID_SELF, HV_VP_INDEX_SELF, 0)
+_EOM_ELEMENT = struct.pack("<I12xQQ", int(HvRegisterName.EOM), 0, 0)
+_EOM_INPUT = _EOM_HEADER + _EOM_ELEMENT
+_EOM_CONTROL = HvCallCode.SET_VP_REGISTERS | 1 << CONTROL_REP_COUNT_SHIFT
+
+
+#: HvStatus members by value: a dict lookup instead of an enum call (~1 us) per hypercall.
+_STATUSES: dict[int, HvStatus] = {int(member): member for member in HvStatus}
 
 
 def _status(value: int) -> HvStatus | int:
-    try:
-        return HvStatus(value & 0xFFFF)
-    except ValueError:
-        return value & 0xFFFF
+    value &= 0xFFFF
+    return _STATUSES.get(value, value)
 
 
 class WinHv(HandleCore):
@@ -215,8 +222,20 @@ class WinHv(HandleCore):
         return self.WinHvSetVpRegisters([(name, value)], **target)
 
     def WinHvSignalEom(self) -> HvStatus | int:
-        """Write the EOM register of this VP (redeliver queued messages, §2.4)."""
-        return self.WinHvSetVpRegister(HvRegisterName.EOM, 0)
+        """Write the EOM register of this VP (redeliver queued messages, §2.4).
+
+        The same HvCallSetVpRegisters call as ``WinHvSetVpRegister(EOM, 0)``, with its
+        constant input precomputed: the ISR issues one per queued message.
+        """
+        try:
+            self._input()[: len(_EOM_INPUT)] = _EOM_INPUT
+        except GpaError:
+            return HvStatus.INVALID_ALIGNMENT
+        result = self.hypercall(_EOM_CONTROL, self.input_gpa, 0)
+        status = _status(result)
+        if status == 0 and not (result >> 32) & 0xFFF:
+            return HvStatus.INVALID_HYPERCALL_INPUT   # no rep done: as _rep_packed says
+        return status
 
     # -- ports and connections -----------------------------------------------------------------
 

@@ -56,7 +56,9 @@ class Scheduler:
         self.now: int = start_ns
         self.ready: list[Any] = []
         self.max_steps = max_steps
-        self._timers: list[Timer] = []
+        # Heap of (deadline, seq, timer): tuples compare in C, where Timer's generated
+        # dataclass ordering cost a Python call per comparison.
+        self._timers: list[tuple[int, int, Timer]] = []
         self._seq = itertools.count()
         #: Called as ``on_error(vp, vector, exc)`` when an ISR raises; the default logs it.
         self.on_error: Callable[[Any, int, BaseException], None] | None = None
@@ -88,7 +90,7 @@ class Scheduler:
     def call_at(self, deadline_ns: int, callback: Callable[[], Any], name: str = "") -> Timer:
         """Run ``callback`` when the clock reaches ``deadline_ns`` (never earlier than now)."""
         timer = Timer(max(deadline_ns, self.now), next(self._seq), callback, name)
-        heapq.heappush(self._timers, timer)
+        heapq.heappush(self._timers, (timer.deadline, timer.seq, timer))
         return timer
 
     def call_later(self, delay_ns: int, callback: Callable[[], Any], name: str = "") -> Timer:
@@ -99,9 +101,10 @@ class Scheduler:
 
     def next_deadline(self) -> int | None:
         """Deadline of the earliest live timer, or None."""
-        while self._timers and self._timers[0].cancelled:
-            heapq.heappop(self._timers)
-        return self._timers[0].deadline if self._timers else None
+        timers = self._timers
+        while timers and timers[0][2].cancelled:
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
 
     # -- running -----------------------------------------------------------------------------
 
@@ -116,7 +119,7 @@ class Scheduler:
             deadline = self.next_deadline()
             if deadline is None or deadline > self.now:
                 return steps
-            self._fire(heapq.heappop(self._timers))
+            self._fire(heapq.heappop(self._timers)[2])
             steps += 1
             self._check(steps)
 
@@ -170,7 +173,8 @@ class Scheduler:
                         _log.exception("ISR of %r vector %#x raised", vp, vector)
                         if self.on_error is not None:
                             self.on_error(vp, vector, exc)
-            self._check(steps)
+            if steps > self.max_steps:   # _check(), without a call per batch
+                self._check(steps)
         return steps
 
     def _check(self, steps: int) -> None:

@@ -48,6 +48,12 @@ READ_BATCH = 64
 
 Completion = Callable[[Packet], Any]
 
+# What a send is, for the write and the backlog: in-band data, a completion, GPA direct.
+_INBAND, _COMP, _GPA = 0, 1, 2
+_KIND_TYPES = (PacketType.DATA_INBAND, PacketType.COMP, PacketType.DATA_USING_GPA_DIRECT)
+_COMP_TYPE = PacketType.COMP      # Packet.type is always the cached member: ``is`` suffices
+_NOT_PENDING = object()
+
 
 class ChannelError(RuntimeError):
     """A send the channel cannot accept (backlog full, payload too large)."""
@@ -105,7 +111,7 @@ class Channel:
              ) -> None:
         """Send one in-band packet (type 6)."""
         flags = PACKET_FLAG_COMPLETION_REQUESTED if completion_requested else 0
-        self._send(("inband", payload, trans_id, flags))
+        self._send(_INBAND, payload, trans_id, flags)
 
     def send_request(self, payload: Any, callback: Completion | None = None) -> int:
         """Send an in-band packet asking for a completion; returns its transaction id.
@@ -114,7 +120,7 @@ class Channel:
         """
         trans_id = self._new_trans_id(callback)
         try:
-            self._send(("inband", payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED))
+            self._send(_INBAND, payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED)
         except ChannelError:
             self._pending.pop(trans_id, None)
             raise
@@ -130,7 +136,7 @@ class Channel:
         header = encode_gpa_direct(ranges)   # validates the ranges before anything is sent
         trans_id = self._new_trans_id(callback)
         try:
-            self._send(("gpa", payload, trans_id, header))
+            self._send(_GPA, payload, trans_id, header)
         except ChannelError:
             self._pending.pop(trans_id, None)
             raise
@@ -138,7 +144,7 @@ class Channel:
 
     def complete(self, trans_id: int, payload: Any = b"") -> None:
         """Send the completion (type 0xB) of the other side's request ``trans_id``."""
-        self._send(("comp", payload, trans_id, 0))
+        self._send(_COMP, payload, trans_id, 0)
 
     def _new_trans_id(self, callback: Completion | None) -> int:
         trans_id = self._next_trans_id
@@ -156,23 +162,38 @@ class Channel:
         """Packets waiting for room in the outbound ring."""
         return len(self._backlog)
 
-    def _send(self, item: tuple[Any, ...]) -> None:
+    def _send(self, kind: int, payload: Any, trans_id: int, extra: Any) -> None:
+        """Write one packet now, or queue it behind the backlog. ``extra`` is the flags of an
+        in-band packet, the encoded range header of a GPA-direct one."""
         if self.closed:
             raise ChannelClosedError(f"{self.name} is closed: {self.close_reason}")
-        kind, payload, _trans_id, extra = item
-        body = len(payload) + (len(extra) if kind == "gpa" else 0)
+        body = len(payload) + (len(extra) if kind is _GPA else 0)
         if body > self._max_body:
             # Checked before queueing: a backlogged packet must never fail for its own size.
             size = RingWriter.packet_size(body)
             raise ChannelError(f"{self.name}: a {size}-byte packet (trailer included) never "
                                f"fits; the ring takes at most {self.outbound.max_packet_size}")
         if self._backlog:
-            self._enqueue(item)
+            self._enqueue((kind, payload, trans_id, extra))
             return
         try:
-            signal = self._write(item)
+            # _write(), inline: one Python frame per packet less on the hot path.
+            writer = self._writer
+            if kind is _INBAND:
+                signal = writer.write(payload, trans_id, extra)
+            elif kind is _COMP:
+                signal = writer.write_completion(trans_id, payload)
+            else:
+                signal = writer.write(payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED,
+                                      packet_type=PacketType.DATA_USING_GPA_DIRECT,
+                                      header=extra)
+            self.packets_sent += 1
+            self.bytes_sent += len(payload)
+            if self.taps:
+                for tap in self.taps:
+                    tap(self, "out", _KIND_TYPES[kind], trans_id, payload)
         except RingFullError as full:
-            self._enqueue(item)
+            self._enqueue((kind, payload, trans_id, extra))
             try:
                 retry = self._writer.set_pending_send_size(full.needed)
             except RingError as exc:
@@ -185,7 +206,8 @@ class Channel:
             self._corrupt(exc)
             raise ChannelClosedError(f"{self.name} is closed: {self.close_reason}") from exc
         if signal:
-            self._do_signal()
+            self.signals_sent += 1
+            self._signal()
 
     def _corrupt(self, exc: RingError) -> None:
         """The other side broke the outbound ring's control page (its read_index): close."""
@@ -197,24 +219,23 @@ class Channel:
                                "already waiting; the other side is not reading")
         self._backlog.append(item)
 
-    def _write(self, item: tuple[Any, ...]) -> bool:
-        kind, payload, trans_id, extra = item
+    def _write(self, kind: int, payload: Any, trans_id: int, extra: Any) -> bool:
+        # Positional ring calls: keyword parsing cost more than the ring work itself.
+        # _send() has a copy of this inline; keep the two alike.
         writer = self._writer
-        if kind == "inband":
-            signal = writer.write(payload, trans_id=trans_id, flags=extra)
-            ptype = PacketType.DATA_INBAND
-        elif kind == "comp":
+        if kind is _INBAND:
+            signal = writer.write(payload, trans_id, extra)
+        elif kind is _COMP:
             signal = writer.write_completion(trans_id, payload)
-            ptype = PacketType.COMP
         else:
-            signal = writer.write(payload, packet_type=PacketType.DATA_USING_GPA_DIRECT,
-                                  trans_id=trans_id, flags=PACKET_FLAG_COMPLETION_REQUESTED,
-                                  header=extra)
-            ptype = PacketType.DATA_USING_GPA_DIRECT
+            signal = writer.write(payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED,
+                                  packet_type=PacketType.DATA_USING_GPA_DIRECT, header=extra)
         self.packets_sent += 1
         self.bytes_sent += len(payload)
-        for tap in self.taps:
-            tap(self, "out", ptype, trans_id, payload)
+        if self.taps:
+            ptype = _KIND_TYPES[kind]
+            for tap in self.taps:
+                tap(self, "out", ptype, trans_id, payload)
         return signal
 
     def flush(self) -> None:
@@ -223,7 +244,7 @@ class Channel:
         try:
             while self._backlog and not self.closed:
                 try:
-                    signal |= self._write(self._backlog[0])
+                    signal |= self._write(*self._backlog[0])
                 except RingFullError as full:
                     if self._writer.set_pending_send_size(full.needed):
                         continue
@@ -252,14 +273,37 @@ class Channel:
             return 0
         handled = 0
         reader = self._reader
+        pending = self._pending
         try:
             while True:
                 packets = reader.read_many(READ_BATCH)
                 if not packets:
                     break
                 for packet in packets:
+                    # The dispatch, inline (one Python frame per packet less): a completion
+                    # of one of our requests goes to its callback, anything else to on_packet.
                     handled += 1
-                    self._dispatch(packet)
+                    self.packets_received += 1
+                    if self.taps:
+                        for tap in self.taps:
+                            tap(self, "in", packet.type, packet.trans_id, packet.payload)
+                    if packet.type is _COMP_TYPE:
+                        callback = pending.pop(packet.trans_id, _NOT_PENDING)
+                        if callback is not _NOT_PENDING:
+                            if callback is not None:
+                                try:
+                                    callback(packet)
+                                except Exception as exc:
+                                    self._driver_raised(callback, exc)
+                            if self.closed:
+                                return handled
+                            continue
+                    handler = self.on_packet
+                    if handler is not None:
+                        try:
+                            handler(self, packet)
+                        except Exception as exc:
+                            self._driver_raised(handler, exc)
                     if self.closed:
                         return handled
                 if reader.done():
@@ -271,25 +315,11 @@ class Channel:
             self.flush()
         return handled
 
-    def _dispatch(self, packet: Packet) -> None:
-        self.packets_received += 1
-        for tap in self.taps:
-            tap(self, "in", packet.type, packet.trans_id, packet.payload)
-        if packet.type == PacketType.COMP and packet.trans_id in self._pending:
-            callback = self._pending.pop(packet.trans_id)
-            if callback is not None:
-                self._call(callback, packet)
-            return
-        handler = self.on_packet
-        if handler is not None:
-            self._call(handler, self, packet)
-
-    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
-        try:
-            fn(*args)
-        except Exception as exc:  # the driver's fault: unbind it, keep everything else going
-            _log.exception("%s: driver callback %r raised", self.name, fn)
-            self.fail(f"driver raised {type(exc).__name__}: {exc}")
+    def _driver_raised(self, fn: Callable[..., Any], exc: Exception) -> None:
+        """A driver callback raised: the driver's fault. Unbind it, keep everything else
+        going."""
+        _log.exception("%s: driver callback %r raised", self.name, fn, exc_info=exc)
+        self.fail(f"driver raised {type(exc).__name__}: {exc}")
 
     # -- closing -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ The host side stays sans-IO: checking that the PFNs really are the guest's is a 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,9 +77,10 @@ class GpaRange:
         want = pfn_count(self.byte_count, self.byte_offset)
         if len(self.pfns) != want:
             raise ValueError(f"GpaRange.pfns: found {len(self.pfns)} PFNs, expected {want}")
-        for pfn in self.pfns:
-            if not 0 <= pfn <= _MAX_PFN:
-                raise ValueError(f"GpaRange.pfns: found {pfn:#x}, expected a 52-bit PFN")
+        pfns = self.pfns
+        if pfns and (min(pfns) < 0 or max(pfns) > _MAX_PFN):   # C loops; find it only if bad
+            pfn = next(p for p in pfns if not 0 <= p <= _MAX_PFN)
+            raise ValueError(f"GpaRange.pfns: found {pfn:#x}, expected a 52-bit PFN")
 
     def words(self) -> tuple[int, ...]:
         """This range as range-buffer words: its header word, then its PFNs."""
@@ -96,7 +98,9 @@ class Gpadl:
     @property
     def pfns(self) -> tuple[int, ...]:
         """Every PFN of every range, in order."""
-        return tuple(pfn for r in self.ranges for pfn in r.pfns)
+        if len(self.ranges) == 1:
+            return self.ranges[0].pfns
+        return tuple(itertools.chain.from_iterable(r.pfns for r in self.ranges))
 
 
 class GpadlError(ProtocolError):
@@ -187,7 +191,7 @@ def decode_ranges(words: Sequence[int], rangecount: int) -> tuple[GpaRange, ...]
         if len(pfns) != n:
             raise ProtocolError(t, f"range[{index}].pfns", f"{len(pfns)} PFNs",
                                 f"{n} for byte_count {count} and byte_offset {offset}")
-        if any(p > _MAX_PFN for p in pfns):
+        if pfns and max(pfns) > _MAX_PFN:
             raise ProtocolError(t, f"range[{index}].pfns", "a PFN above 2**52", "52-bit PFNs")
         ranges.append(GpaRange(count, offset, pfns))
         pos += 1 + n

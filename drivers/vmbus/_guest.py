@@ -14,6 +14,7 @@ reference to any host object.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections import deque
@@ -115,6 +116,7 @@ class VmbusClient:
         self.offers_complete = False
         self._outbox: deque[tuple[bytes, int, bool]] = deque()
         self._retries = 0
+        self._retry_pending = False   # a retry timer is set: it, not send(), drains next
         self.protocol = ClientProtocol(notifier=self, versions=versions,
                                        target_vcpu=kernel.vp_index)
         kernel.on_message(VMBUS_SINT, self._on_message)
@@ -156,6 +158,12 @@ class VmbusClient:
     def send(self, message: ChannelMessage, connection_id: int) -> None:
         self._outbox.append((message.pack(), connection_id, isinstance(message,
                                                                        InitiateContact)))
+        if not self._retry_pending:
+            self._drain()
+        # else: the head is waiting for its retry; this message goes out after it.
+
+    def _retry(self) -> None:
+        self._retry_pending = False
         self._drain()
 
     def _drain(self) -> None:
@@ -166,7 +174,8 @@ class VmbusClient:
             if status in _RETRY and self._retries < POST_RETRIES and \
                     self.kernel.clock is not None:
                 self._retries += 1
-                self.kernel.call_later(POST_RETRY_NS << min(self._retries, 10), self._drain)
+                self._retry_pending = True
+                self.kernel.call_later(POST_RETRY_NS << min(self._retries, 10), self._retry)
                 return
             self._retries = 0
             self._outbox.popleft()
@@ -251,7 +260,7 @@ class VmbusClient:
                           instance_id=device.instance_id,
                           outbound=Ring(self.kernel.view(device.ring_gpa, half)),
                           inbound=Ring(self.kernel.view(device.ring_gpa + half, half)),
-                          signal=lambda: hv.WinHvSignalEvent(connection_id, 0),
+                          signal=functools.partial(hv.WinHvSignalEvent, connection_id, 0),
                           name=f"{self.kernel.name}/relid {relid}",
                           sub_channel_index=device.offer.sub_channel_index,
                           connection_id=connection_id)

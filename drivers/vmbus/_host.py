@@ -20,6 +20,7 @@ pages (VID mapped it), so guest page ``p`` is root page ``root_ram_page + p``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import struct
@@ -180,6 +181,7 @@ class VmbusServer:
         self._path: tuple[int, int] | None = None   # (SINT, VP) of the guest's message port
         self._outbox: deque[bytes] = deque()
         self._retries = 0
+        self._retry_pending = False   # a retry timer is set: it, not send(), drains next
         self._ports: list[int] = []
         kwargs: dict[str, Any] = {}
         if max_version is not None:
@@ -268,6 +270,14 @@ class VmbusServer:
             self._error(f"cannot send {type(message).__name__}: the guest is not connected")
             return
         self._outbox.append(message.pack())
+        if not self._retry_pending:
+            self._drain()
+        # else: the port's buffers were full a moment ago; the message waits its turn behind
+        # the head, which the one pending retry reposts. Posting it now would only fail again
+        # (and each failure used to set one more retry timer).
+
+    def _retry(self) -> None:
+        self._retry_pending = False
         self._drain()
 
     def _drain(self) -> None:
@@ -276,7 +286,8 @@ class VmbusServer:
             status = hv.WinHvPostMessage(self._to_guest, VMBUS_MESSAGE_TYPE, self._outbox[0])
             if status in _FAILED and self._retries < POST_RETRIES:
                 self._retries += 1
-                self.root.call_later(POST_RETRY_NS << min(self._retries, 10), self._drain)
+                self._retry_pending = True
+                self.root.call_later(POST_RETRY_NS << min(self._retries, 10), self._retry)
                 return
             if status != HvStatus.SUCCESS:
                 self._error(f"posting a control message failed: {status}; dropped")
@@ -353,8 +364,8 @@ class VmbusServer:
         opened = self._wire_events(relid, request.target_vp)
         channel = Channel(side="host", relid=relid, interface_id=device.interface_id,
                           instance_id=device.instance_id, outbound=outbound, inbound=inbound,
-                          signal=lambda c=opened.root_connection: self.root.hv.WinHvSignalEvent(
-                              c, 0),
+                          signal=functools.partial(self.root.hv.WinHvSignalEvent,
+                                                   opened.root_connection, 0),
                           name=f"{self.name}/{device.name}",
                           connection_id=CHANNEL_CONNECTION_BASE | relid)
         channel.guest_view = self.guest_view  # type: ignore[attr-defined]

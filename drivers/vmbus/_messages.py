@@ -23,9 +23,10 @@ INITIATE_CONTACT 40/56, VERSION_RESPONSE 16/20/40, TL_CONNECT_REQUEST 40/56) cod
 from __future__ import annotations
 
 import builtins
+import operator
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum, IntEnum, IntFlag
 from types import MappingProxyType
@@ -198,6 +199,13 @@ class ChannelMessage:
     OFFSETS: ClassVar[Mapping[str, int]] = MappingProxyType({})
     _LAYOUT: ClassVar[tuple[tuple[str, str], ...]] = ()
     _BODY: ClassVar[struct.Struct] = struct.Struct("<")
+    # Derived from _LAYOUT once per class, so that a message costs one struct call each way:
+    # the named fields in wire order, which of them are GUIDs, a getter for all of them, and
+    # the header and body as one Struct.
+    _NAMES: ClassVar[tuple[str, ...]] = ()
+    _GUIDS: ClassVar[tuple[int, ...]] = ()
+    _GET: ClassVar[Callable[[Any], tuple[Any, ...]]] = staticmethod(lambda obj: ())
+    _WIRE: ClassVar[struct.Struct] = _HEADER
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -213,15 +221,24 @@ class ChannelMessage:
         cls._BODY = struct.Struct(fmt)
         cls.SIZE = HEADER_SIZE + cls._BODY.size
         cls.OFFSETS = MappingProxyType(offsets)
+        named = [(name, code) for name, code in layout if name]
+        cls._NAMES = tuple(name for name, _code in named)
+        cls._GUIDS = tuple(i for i, (_name, code) in enumerate(named) if code == "G")
+        cls._WIRE = struct.Struct("<II" + fmt[1:])
+        if len(named) > 1:
+            cls._GET = staticmethod(operator.attrgetter(*cls._NAMES))
+        elif named:
+            one = operator.attrgetter(named[0][0])
+            cls._GET = staticmethod(lambda obj: (one(obj),))
 
     def pack(self) -> bytes:
         """The message on the wire, header included."""
-        values = []
-        for name, code in self._LAYOUT:
-            if name:
-                value = getattr(self, name)
-                values.append(value.bytes_le if code == "G" else value)
-        return _HEADER.pack(self.TYPE, 0) + self._BODY.pack(*values)
+        values = self._GET(self)
+        if self._GUIDS:
+            values = list(values)
+            for i in self._GUIDS:
+                values[i] = values[i].bytes_le
+        return self._WIRE.pack(self.TYPE, 0, *values)
 
     @classmethod
     def unpack(cls, data: bytes | bytearray | memoryview) -> Self:
@@ -235,12 +252,28 @@ class ChannelMessage:
     @classmethod
     def _fields(cls, data: bytes | bytearray | memoryview) -> dict[str, Any]:
         _check_frame(cls, data, cls.SIZE)
-        values = cls._BODY.unpack_from(data, HEADER_SIZE)
-        named = [(name, code) for name, code in cls._LAYOUT if name]
-        return {
-            name: uuid.UUID(bytes_le=value) if code == "G" else value
-            for (name, code), value in zip(named, values, strict=True)
-        }
+        values: Any = cls._BODY.unpack_from(data, HEADER_SIZE)
+        if cls._GUIDS:
+            values = list(values)
+            for i in cls._GUIDS:
+                values[i] = _guid(values[i])
+        return dict(zip(cls._NAMES, values, strict=True))
+
+
+#: GUIDs already decoded (a channel's interface id recurs in every offer and open). Bounded:
+#: the other side chooses these bytes.
+_GUID_CACHE: dict[bytes, uuid.UUID] = {}
+_GUID_CACHE_MAX = 1024
+
+
+def _guid(raw: bytes) -> uuid.UUID:
+    """``uuid.UUID(bytes_le=raw)``, shared when seen before (UUIDs are immutable)."""
+    guid = _GUID_CACHE.get(raw)
+    if guid is None:
+        if len(_GUID_CACHE) >= _GUID_CACHE_MAX:
+            _GUID_CACHE.clear()
+        guid = _GUID_CACHE[raw] = uuid.UUID(bytes_le=raw)
+    return guid
 
 
 def _check_frame(
@@ -256,7 +289,10 @@ def _check_frame(
 
 
 def _pad_user_data(obj: object, name: str, message_type: ChannelMessageType) -> None:
-    data = bytes(getattr(obj, name))
+    data = getattr(obj, name)
+    if type(data) is bytes and len(data) == USER_DATA_SIZE:
+        return  # already the wire form (every decoded message)
+    data = bytes(data)
     if len(data) > USER_DATA_SIZE:
         raise ValueError(
             f"{message_type.name}.{name}: found {len(data)} bytes, "
@@ -858,6 +894,8 @@ MESSAGES: Mapping[ChannelMessageType, MessageSpec] = MappingProxyType(
         for cls, name, direction, min_version, sizes, feature in _ROWS
     }
 )
+#: ``MESSAGES`` by the plain wire number: parse_message's lookup without an enum call.
+_SPECS: dict[int, MessageSpec] = {int(t): spec for t, spec in MESSAGES.items()}
 
 
 def _form_size(spec: MessageSpec, data: bytes, version: VmbusVersion | None) -> int:
@@ -922,15 +960,15 @@ def parse_message(
     ``rangecount``. Forms are told apart by length; the 6.0 extensions are decoded only when
     ``version`` allows them. Raises ``ProtocolError``; never anything else.
     """
-    data = bytes(data)
+    if type(data) is not bytes:
+        data = bytes(data)
     n = len(data)
     if n < HEADER_SIZE:
         raise ProtocolError(None, "size", f"{n} bytes", f"at least {HEADER_SIZE} (the header)")
     raw_type = _U32.unpack_from(data)[0]
-    try:
-        spec = MESSAGES[ChannelMessageType(raw_type)]
-    except (ValueError, KeyError):
-        raise ProtocolError(None, "msgtype", raw_type, "a channel message type 1..29") from None
+    spec = _SPECS.get(raw_type)
+    if spec is None:
+        raise ProtocolError(None, "msgtype", raw_type, "a channel message type 1..29")
     t = spec.type
     if n > MAX_MESSAGE_SIZE:
         raise ProtocolError(t, "size", f"{n} bytes", f"at most {MAX_MESSAGE_SIZE}")

@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, binding=False
 """The VMBus ring buffer: one producer, one consumer, in a shared byte buffer (fact sheet §4).
 
 A ring is a 4096-byte control page followed by a data area of D bytes (D a positive multiple of

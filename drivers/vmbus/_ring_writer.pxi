@@ -168,7 +168,12 @@ cdef class RingWriter:
         :class:`RingFullError` when the packet does not fit now (nothing is written) and
         :class:`PacketTooLargeError` when it never can.
         """
-        if self._stage_obj(payload, packet_type, flags, trans_id, header):
+        return self._write1(payload, packet_type, flags, trans_id, header)
+
+    cdef bint _write1(self, object payload, int ptype, int flags, uint64_t trans_id,
+                      object header) except -1:
+        """``write()`` without Python argument parsing, for the typed entry points."""
+        if self._stage_obj(payload, ptype, flags, trans_id, header):
             raise RingFullError(self._need, self._free)
         if self._txn:
             return False
@@ -176,7 +181,7 @@ cdef class RingWriter:
 
     def write_completion(self, uint64_t trans_id, payload):
         """Write a completion packet (type 0xB) echoing ``trans_id`` (§4.3, §4.7)."""
-        return self.write(payload, packet_type=0xB, trans_id=trans_id)
+        return self._write1(payload, 0xB, 0, trans_id, _EMPTY)
 
     def write_gpa_direct(self, ranges, payload, *, uint64_t trans_id,
                          int flags=PACKET_FLAG_COMPLETION_REQUESTED):
@@ -185,8 +190,7 @@ cdef class RingWriter:
         ``ranges`` is a sequence of ``(byte_count, byte_offset, pfns)``; each range needs
         exactly ceil((byte_offset + byte_count) / 4096) PFNs and ``byte_offset < 4096``.
         """
-        return self.write(payload, packet_type=9, trans_id=trans_id, flags=flags,
-                          header=encode_gpa_direct(ranges))
+        return self._write1(payload, 9, flags, trans_id, encode_gpa_direct(ranges))
 
     def begin(self):
         """Start a transaction: later writes are staged until ``commit()``."""

@@ -19,6 +19,7 @@ from support.vmbus_io import (
     request,
 )
 
+from winhv._status import HvStatus
 from winhv.drivers.vmbus._guest import DeviceState
 from winhv.drivers.vmbus._host import CHANNEL_CONNECTION_BASE, ROOT_EVENT_SINTS
 from winhv.drivers.vmbus._server_protocol import ChannelState
@@ -67,6 +68,40 @@ def test_sixty_four_hot_adds_all_open_once_retries_have_run():
     devices = [loop.server.add_device(f"echo{i}", EchoVsp(), ECHO_IF) for i in range(64)]
     loop.settle()
     assert all(loop.client.devices[d.relid].state is DeviceState.OPEN for d in devices)
+    assert loop.server.errors == []
+
+
+class _CountingHandle:
+    """The root's WinHv handle, counting the host's INSUFFICIENT_BUFFERS posts."""
+
+    def __init__(self, hv):
+        self._hv = hv
+        self.refused = 0
+
+    def __getattr__(self, name):
+        return getattr(self._hv, name)
+
+    def WinHvPostMessage(self, *args):
+        status = self._hv.WinHvPostMessage(*args)
+        if status == HvStatus.INSUFFICIENT_BUFFERS:
+            self.refused += 1
+        return status
+
+
+def test_a_congested_host_keeps_one_retry_and_reposts_nothing_until_it_fires():
+    # 64 offers overflow the guest's 16 message buffers. Messages queued behind a refused
+    # one must wait for the single pending retry: posting each as it is queued only fails
+    # again (one refused hypercall and one more retry timer per message, ~180 here).
+    loop = boot_vm([EchoVsc], connect=False)
+    for i in range(64):
+        loop.server.add_device(f"echo{i}", EchoVsp(), ECHO_IF)
+    counting = _CountingHandle(loop.root.hv)
+    loop.root.hv = counting
+    loop.client.connect()
+    loop.settle()
+    assert all(d.state is DeviceState.OPEN for d in loop.client.devices.values())
+    assert len(loop.client.devices) == 64
+    assert 0 < counting.refused <= 16   # about one per 16 buffered messages, not per message
     assert loop.server.errors == []
 
 

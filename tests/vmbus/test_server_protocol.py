@@ -523,3 +523,18 @@ def test_random_guest_messages_never_raise_nor_touch_channels_they_do_not_name(m
             assert _snapshot(server, bystander) == before
         for sent in notifier.take():
             assert sent.pack()  # everything the server says is well formed
+
+
+def test_offers_take_the_lowest_free_relid_and_a_withdrawn_key_may_be_offered_again():
+    # The relid and duplicate-key indexes must follow removals exactly as a scan would.
+    server, _ = make()
+    assert [server.offer(params(n)) for n in range(1, 6)] == [1, 2, 3, 4, 5]
+    server.rescind(2)   # never offered to a guest: it goes at once
+    server.rescind(4)
+    assert server.channels() == (1, 3, 5)
+    assert server.offer(params(4)) == 2      # the same key as relid 4 had, now free again
+    assert server.offer(params(6)) == 4
+    assert server.offer(params(7)) == 6
+    with pytest.raises(ValueError, match="second offer"):
+        server.offer(params(4))
+    assert server.offer(params(2)) == 7
