@@ -178,14 +178,25 @@ def test_templates_encode_exactly_what_the_protocol_builds(image: Path,
     for lba, count in ((0, 1), (77, 8), (0xFFFF_FFFF, 0xFFFF), (1 << 32, 1), (5, 1 << 16)):
         for write in (False, True):
             expected = (protocol.write if write else protocol.read)(lba, count).payload
-            sent: list[bytes] = []
-            device._send = lambda _s, _r, payload, sent=sent: sent.append(payload)  # type: ignore[method-assign,misc]
-            slot = device._free.popleft()
+            channel = _RecordingChannel()
+            device.channel = channel
+            slot = device._free.pop()
             slot.pages = 1 << 20   # no guest memory here: pretend the buffer is big enough
             slot.pfns = tuple(range(1 << 20))
             device._start_rw(slot, write, lba, count, count * 512, None, lambda v, e: None)
             device._free.append(slot)
-            assert sent == [expected], (lba, count, write)
+            assert channel.sent == [expected], (lba, count, write)
+
+
+class _RecordingChannel:
+    """Records what a BlockDevice sends (payloads only)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send_gpa_direct(self, _ranges: Any, payload: bytes, _callback: Any) -> int:
+        self.sent.append(bytes(payload))
+        return len(self.sent)
 
 
 def test_a_guest_that_stops_reading_completions_gets_task_set_full(image: Path) -> None:
@@ -207,6 +218,34 @@ def test_a_guest_that_stops_reading_completions_gets_task_set_full(image: Path) 
         loop.run()
     assert answers.count(ScsiStatus.TASK_SET_FULL) == vsp.busy_answers
     assert set(answers) == {ScsiStatus.GOOD, ScsiStatus.TASK_SET_FULL}
+    assert not host.closed
+
+
+def test_task_set_full_holds_for_reads_the_fast_path_would_serve(image: Path) -> None:
+    """READ (10) over one exact range is the compiled path's; with completions waiting unread
+    it must still not run the SRB but answer TASK SET FULL, as for any other SRB."""
+    loop, host, vsp, driver, _ = start({"path": str(image), "size_mb": 1, "queue_depth": 4})
+    guest = driver.channel
+    gpa = loop.guest.alloc_pages(1)
+    loop.guest.on_event(2, guest.relid, lambda: 0)   # the guest's ISR stops reading the ring
+    assert vsp.fast_path is not None
+    answers: list[int] = []
+    for _ in range(3000):   # ~1,400 completions fill the guest's inbound ring
+        request = driver.protocol.read(0, 8)
+        guest.send_gpa_direct(((4096, 0, (gpa >> 12,)),), request.payload,
+                              lambda p: answers.append(p.payload[15]))
+        loop.run()
+        if vsp.busy_answers > 20:
+            break
+    loop.run()
+    assert vsp.busy_answers > 0
+    assert host.backlog >= 4
+    served = vsp.fast_path.served
+    loop.guest.on_event(2, guest.relid, guest.poll)
+    while guest.poll() or host.backlog:
+        loop.run()
+    assert answers.count(ScsiStatus.TASK_SET_FULL) == vsp.busy_answers
+    assert answers.count(ScsiStatus.GOOD) == served
     assert not host.closed
 
 
@@ -294,7 +333,9 @@ class _Direct:
             step = self.guest.receive(out.trans_id, self.vsp.protocol.receive(out.payload))
             assert not isinstance(step, SrbCompletion)
             out = step
-        self.vsp._fast_ok = True
+        self.vsp._guest_view = lambda gpa, size: memoryview(bytearray(size))
+        self.vsp._start_fast_path(None)
+        assert self.vsp.fast_path is not None
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +367,8 @@ def test_the_fast_path_answers_byte_for_byte_as_the_protocol(
         payload[offset if broken != "flags" else 29] = value
     data = os.urandom(transfer)
     fast_buffer, slow_buffer = bytearray(data), bytearray(data)
-    fast = vsp._fast(bytes(payload), [memoryview(fast_buffer)]) if transfer else None
+    assert vsp.fast_path is not None
+    fast = vsp.fast_path.reply(bytes(payload), [memoryview(fast_buffer)]) if transfer else None
     slow = vsp.protocol.receive(bytes(payload), [memoryview(slow_buffer)])
     if fast is not None:
         assert broken is None
@@ -339,18 +381,15 @@ def test_the_fast_path_answers_byte_for_byte_as_the_protocol(
 
 def test_the_fast_path_is_taken_for_the_block_devices_own_requests(image: Path) -> None:
     _, _, vsp, _, disk = start({"path": str(image), "size_mb": 1})
-    taken: list[bool] = []
-    fast = vsp._fast
-
-    def spy(payload: Any, views: Any) -> Any:
-        reply = fast(payload, views)
-        taken.append(reply is not None)
-        return reply
-
-    vsp._fast = spy  # type: ignore[method-assign]
+    assert vsp.fast_path is not None
+    before = vsp.fast_path.served
     disk.write(0, bytes(4096))
     disk.read(0, 8)
-    assert taken == [True, True]
+    assert vsp.fast_path.served == before + 2
+    disk.read(1024, 256)   # 128 KiB: still one range of contiguous guest pages
+    assert vsp.fast_path.served == before + 3
+    disk.execute(disk.protocol.read_capacity)   # not READ/WRITE (10): the protocol's
+    assert vsp.fast_path.served == before + 3
 
 
 def test_a_driver_sets_queue_depth_reaches_the_guest_through_configured() -> None:

@@ -22,10 +22,11 @@ Queue depth: the vstor properties carry none, so the guest sizes it as Linux's s
 from its ring (``(ring_size - 4 KiB) / the largest request packet`` for the negotiated
 ``max_transfer_bytes``, per channel), capped by the driver's own ``queue_depth``.
 
-Hot path: READ and WRITE packets are encoded from per-device byte templates (one struct pack
-for the CDB, one for the length) instead of the general ``StorvscProtocol.execute`` path, and
-their completions are checked by one ``unpack_from`` of the status bytes; anything that is not
-a clean success takes the general path, which decodes sense data. A test asserts that the
+Hot path: READ and WRITE are compiled (``BlockCore`` and ``Slot`` in ``_fastpath.pyx``, this
+class's base): the checks, the slot, the SRB written into a per-device 64-byte template (the
+CDB's fields and the length), the send, and the completion's clean-success check on the packet
+bytes in the ring. Anything that is not a clean success takes the general path here, which
+decodes sense data; every error message is raised from here. A test asserts that the
 templates produce exactly the packets ``StorvscProtocol.read``/``write`` build.
 """
 
@@ -36,6 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
+from ._fastpath import BlockCore, Slot
 from ._protocol import (
     _REQUEST,
     AUTOSENSE_VALID,
@@ -62,14 +64,8 @@ BlockCallback = Callable[[memoryview | None, BaseException | None], Any]
 _PAGE = 4096
 _HEADER = struct.Struct("<III")
 _PREFIX = struct.Struct("<HBBBBBBBBBB")  # length .. properties (request bytes 0..11)
-_U32 = struct.Struct("<I")
-_RW10 = struct.Struct(">BBIBHB")
-_RW16 = struct.Struct(">BBQIBB")
 _TAIL_V2 = struct.Struct("<HBBIII").pack(0, 0xFF, 0x20, 0, 60, 0)  # untagged, SIMPLE, 60 s
 # (operation, status, srb_status, scsi_status) of a clean COMPLETE_IO.
-_STATUS = struct.Struct("<I4xIxxBB")
-_CLEAN = (int(Operation.COMPLETE_IO), 0, 0x01, int(ScsiStatus.GOOD))
-_TRANSFERRED = PACKET_HEADER_SIZE + 12
 _MIN_REPLY = PACKET_HEADER_SIZE + SCSI_REQUEST_SIZE_V1
 #: Bytes of a GPA-direct packet besides its PFNs: descriptor 16, range count and reserved 8,
 #: range header 8, the 64-byte vstor packet, trailer 8 (§4.3).
@@ -88,77 +84,7 @@ def queue_depth_for_ring(ring_size: int, max_transfer_bytes: int) -> int:
     return max(1, (ring_size - _PAGE) // (_PACKET_OVERHEAD + 8 * pfns))
 
 
-class _Slot:
-    """One queue slot: its guest buffer and, while busy, the request it carries."""
-
-    __slots__ = ("callback", "complete", "device", "gpa", "nbytes", "pages", "payload",
-                 "pfns", "ranges", "reading", "request", "view", "views")
-
-    def __init__(self, device: BlockDevice) -> None:
-        self.device = device
-        self.gpa = 0
-        self.pages = 0
-        self.pfns: tuple[int, ...] = ()
-        self.view = memoryview(b"")
-        self.ranges: dict[int, tuple[tuple[int, int, tuple[int, ...]], ...]] = {}
-        self.views: dict[int, memoryview] = {}
-        self.callback: BlockCallback | None = None
-        self.payload = b""
-        self.nbytes = 0
-        self.reading = False
-        self.request: SrbRequest | None = None
-        self.complete = self._complete_rw
-
-    def reserve(self, nbytes: int) -> None:
-        """Make the buffer at least ``nbytes`` (whole pages, physically contiguous)."""
-        pages = (nbytes + _PAGE - 1) // _PAGE
-        if pages <= self.pages:
-            return
-        kernel = self.device.kernel
-        gpa = kernel.alloc_pages(pages, zero=False)
-        if self.pages:
-            kernel.free_pages(self.gpa, self.pages)
-        self.gpa, self.pages = gpa, pages
-        first = gpa >> 12
-        self.pfns = tuple(range(first, first + pages))
-        self.view = kernel.view(gpa, pages * _PAGE)
-        self.ranges.clear()
-        self.views.clear()
-
-    def range_for(self, nbytes: int) -> tuple[tuple[int, int, tuple[int, ...]], ...]:
-        ranges = self.ranges.get(nbytes)
-        if ranges is None:
-            ranges = ((nbytes, 0, self.pfns[: (nbytes + _PAGE - 1) // _PAGE]),)
-            self.ranges[nbytes] = ranges
-            self.views[nbytes] = self.view[:nbytes]
-        return ranges
-
-    def release(self) -> None:
-        if self.pages:
-            self.device.kernel.free_pages(self.gpa, self.pages)
-            self.pages = 0
-
-    # -- completions (run in the guest's channel poll) -------------------------------------------
-
-    def _complete_rw(self, packet: Any) -> None:
-        """A READ/WRITE completion: one status check on success, the general path else."""
-        payload = packet.payload
-        callback = self.callback
-        if len(payload) >= _MIN_REPLY and _STATUS.unpack_from(payload) == _CLEAN and \
-                _U32.unpack_from(payload, _TRANSFERRED)[0] == self.nbytes:
-            device = self.device
-            try:
-                callback(self.views[self.nbytes] if self.reading else None, None)  # type: ignore[misc]
-            finally:
-                device._done(self)
-            return
-        self.device._complete_slow(self, payload)
-
-    def _complete_general(self, packet: Any) -> None:
-        self.device._complete_general(self, packet.payload)
-
-
-class BlockDevice:
+class BlockDevice(BlockCore):
     """A SCSI disk as the guest sees it (see the module docstring).
 
     Made by ``StorVsc``; ``channel`` is its open channel, ``kernel`` the guest kernel (pages),
@@ -186,8 +112,9 @@ class BlockDevice:
         self.lun = lun
         #: Why the device stopped working (``None`` while it works).
         self.closed_reason: str | None = None
-        self._free: deque[_Slot] = deque(_Slot(self) for _ in range(queue_depth))
-        self._slots = tuple(self._free)
+        self._slots = tuple(Slot(self) for _ in range(queue_depth))
+        #: Free slots; the last one freed is taken first.
+        self._free = list(self._slots)
         self._waiting: deque[tuple[Any, ...]] = deque()
         self._shift = block_size.bit_length() - 1
         self._templates(version)
@@ -198,20 +125,22 @@ class BlockDevice:
                 f"{self.queue_depth} ({state})>")
 
     def _templates(self, version: VstorVersion) -> None:
+        """The SRB packets READ/WRITE (10) and (16) start from: everything but the CDB's
+        fields and the transfer length, which ``BlockCore`` writes in (a test compares the
+        result with ``StorvscProtocol.read``/``write``)."""
         size = version.request_size
         sense = version.sense_buffer_size
         header = _HEADER.pack(Operation.EXECUTE_SRB, REQUEST_COMPLETION_FLAG, 0)
         path = target = 0
-        pre = {}
-        for write in (False, True):
-            direction = DataDirection.WRITE if write else DataDirection.READ
-            for cdb_length in (10, 16):
-                pre[write, cdb_length] = header + _PREFIX.pack(
-                    size, 0, 0, 0, path, target, self.lun, cdb_length, sense, direction, 0)
         tail = _TAIL_V2 if size == SCSI_REQUEST_SIZE_V2 else b""
-        self._pre = pre
-        self._post10 = bytes(SENSE_AREA_SIZE - 10) + tail
-        self._post16 = bytes(SENSE_AREA_SIZE - 16) + tail
+        made = []
+        for cdb_length in (10, 16):
+            for write in (False, True):
+                direction = DataDirection.WRITE if write else DataDirection.READ
+                made.append(header + _PREFIX.pack(size, 0, 0, 0, path, target, self.lun,
+                                                  cdb_length, sense, direction, 0)
+                            + bytes(4 + SENSE_AREA_SIZE) + tail)
+        self._set_templates(*made)
 
     # -- properties ------------------------------------------------------------------------------
 
@@ -231,28 +160,6 @@ class BlockDevice:
         return len(self._waiting)
 
     # -- asynchronous API --------------------------------------------------------------------------
-
-    def read_async(self, lba: int, count: int, callback: BlockCallback) -> None:
-        """Read ``count`` blocks at ``lba``; ``callback(view, error)`` (module docstring)."""
-        nbytes = self._check(lba, count)
-        if self._free:
-            self._start_rw(self._free.pop(), False, lba, count, nbytes, None, callback)
-        else:
-            self._waiting.append((False, lba, count, nbytes, None, callback))
-
-    def write_async(self, lba: int, data: Any, callback: BlockCallback) -> None:
-        """Write ``data`` (whole blocks) at ``lba``; ``callback(None, error)``. ``data`` is
-        copied into a guest buffer when the request starts: keep it unchanged until then."""
-        view = memoryview(data).cast("B")
-        count, rest = divmod(view.nbytes, self.block_size)
-        if rest:
-            raise ValueError(f"data: found {view.nbytes} bytes, expected a multiple of the "
-                             f"{self.block_size}-byte block")
-        nbytes = self._check(lba, count)
-        if self._free:
-            self._start_rw(self._free.pop(), True, lba, count, nbytes, view, callback)
-        else:
-            self._waiting.append((True, lba, count, nbytes, view, callback))
 
     def flush_async(self, callback: BlockCallback) -> None:
         """SYNCHRONIZE CACHE of the whole disk; ``callback(None, error)``."""
@@ -359,29 +266,7 @@ class BlockDevice:
                              f"{self.max_transfer_bytes} bytes per request")
         return nbytes
 
-    def _start_rw(self, slot: _Slot, write: bool, lba: int, count: int, nbytes: int,
-                  data: memoryview | None, callback: BlockCallback) -> None:
-        if nbytes > slot.pages * _PAGE:
-            slot.reserve(nbytes)
-        ranges = slot.range_for(nbytes)
-        if lba <= 0xFFFF_FFFF and count <= 0xFFFF:
-            payload = (self._pre[write, 10] + _U32.pack(nbytes)
-                       + _RW10.pack(0x2A if write else 0x28, 0, lba, 0, count, 0)
-                       + self._post10)
-        else:
-            payload = (self._pre[write, 16] + _U32.pack(nbytes)
-                       + _RW16.pack(0x8A if write else 0x88, 0, lba, count, 0, 0)
-                       + self._post16)
-        if data is not None:
-            slot.view[:nbytes] = data
-        slot.callback = callback
-        slot.payload = payload
-        slot.nbytes = nbytes
-        slot.reading = not write
-        slot.complete = slot._complete_rw
-        self._send(slot, ranges, payload)
-
-    def _start_general(self, slot: _Slot, build: Callable[..., SrbRequest],
+    def _start_general(self, slot: Slot, build: Callable[..., SrbRequest],
                        args: tuple[Any, ...], kwargs: dict[str, Any],
                        callback: BlockCallback) -> None:
         try:
@@ -403,34 +288,24 @@ class BlockDevice:
         else:
             self._send(slot, None, request.payload)
 
-    def _send(self, slot: _Slot, ranges: Any, payload: bytes) -> None:
+    def _send(self, slot: Slot, ranges: Any, payload: bytes) -> None:
         try:
             if ranges is None:
                 self.channel.send_request(payload, slot.complete)
             else:
                 self.channel.send_gpa_direct(ranges, payload, slot.complete)
         except Exception as exc:
-            self._done(slot)
-            self.close(f"send failed: {exc}")
-            raise BlockDeviceError(f"the disk's channel closed: {self.closed_reason}") from exc
+            self._send_failed(slot, exc)
 
-    def _done(self, slot: _Slot) -> None:
-        """The slot is free: start the oldest waiting request in it, or park it (last in,
-        first out: a buffer just used is the one reused, so few slots ever grow)."""
-        slot.callback = None
-        slot.request = None
-        if self._waiting and self.closed_reason is None:
-            item = self._waiting.popleft()
-            if len(item) == 6:
-                self._start_rw(slot, *item)
-            else:
-                self._start_general(slot, *item)
-        else:
-            self._free.append(slot)
+    def _send_failed(self, slot: Slot, exc: Exception) -> None:
+        """A send raised: free the slot, close the device and say why (``BlockCore`` too)."""
+        self._done(slot)
+        self.close(f"send failed: {exc}")
+        raise BlockDeviceError(f"the disk's channel closed: {self.closed_reason}") from exc
 
     # -- completions -------------------------------------------------------------------------------
 
-    def _complete_slow(self, slot: _Slot, payload: Any) -> None:
+    def _complete_slow(self, slot: Slot, payload: Any) -> None:
         """A READ/WRITE that did not end cleanly: decode it fully (sense data included)."""
         sent = slot.payload
         cdb = bytes(sent[28: 28 + sent[20]])  # cdb_length at request byte 8, the CDB at 16
@@ -438,12 +313,12 @@ class BlockDevice:
                              DataDirection.READ if slot.reading else DataDirection.WRITE)
         self._finish(slot, request, payload, general=False)
 
-    def _complete_general(self, slot: _Slot, payload: Any) -> None:
+    def _complete_general(self, slot: Slot, payload: Any) -> None:
         request = slot.request
         assert request is not None
         self._finish(slot, request, payload, general=True)
 
-    def _finish(self, slot: _Slot, request: SrbRequest, payload: Any, *, general: bool) -> None:
+    def _finish(self, slot: Slot, request: SrbRequest, payload: Any, *, general: bool) -> None:
         callback = slot.callback
         try:
             if general:  # the protocol built it: it checks and forgets the request

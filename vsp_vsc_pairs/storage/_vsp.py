@@ -10,7 +10,10 @@ Data path (§6.1 step 4): an EXECUTE_SRB that moves data arrives as a GPA-direct
 whose ranges name guest pages. Each run of contiguous PFNs becomes one ``memoryview`` of guest
 RAM through ``context.guest_view`` (which refuses anything outside the guest's RAM), and those
 views go to ``os.preadv``/``os.pwritev``: the bytes move between the image file and guest memory
-with no copy in between.
+with no copy in between. Once the channel is READY at WIN8 or later, a plain READ/WRITE (10)
+over one range of contiguous pages takes :class:`SrbFastPath` (``_fastpath.pyx``): checked in
+place in the ring, one ``pread``/``pwrite``, the protocol's exact 64-byte answer; everything
+else, and any of those it declines, takes ``StorvspProtocol``.
 
 The guest is untrusted. What it can do wrong and what follows:
 
@@ -36,7 +39,6 @@ Where the image lives is decided by :func:`resolve_image_path`.
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import struct
 import tempfile
@@ -51,6 +53,7 @@ from winhv.drivers.vmbus.ring import PacketType
 from winhv.plugins.api import ConfigField, validate_config
 
 from ._backing import FileBackingStore
+from ._fastpath import SrbFastPath
 from ._protocol import (
     _REQUEST,
     DEFAULT_MAX_TRANSFER_BYTES,
@@ -85,16 +88,6 @@ _PAGE_SHIFT = 12
 _PAGE = 1 << _PAGE_SHIFT
 _GPA_DIRECT = int(PacketType.DATA_USING_GPA_DIRECT)
 _INBAND = int(PacketType.DATA_INBAND)
-# The fast path's view of a 64-byte EXECUTE_SRB: operation, then request bytes 4..15 (port,
-# path, target, lun, cdb_length, sense_info_length, data_in, properties,
-# data_transfer_length) and the READ/WRITE (10) CDB (opcode, flags, LBA, group, blocks,
-# control).
-_FAST = struct.Struct("<I12xBBBBBxBxI")
-_FAST_CDB = struct.Struct(">BBIBHB")
-# A clean COMPLETE_IO: operation, flags 0, SUCCESS, then length 0x34, SRB SUCCESS, GOOD.
-_FAST_HEAD = struct.pack("<IIIHBB", int(Operation.COMPLETE_IO), 0, 0, SCSI_REQUEST_SIZE_V2,
-                         int(SrbStatus.SUCCESS), int(ScsiStatus.GOOD))
-_ZERO_SENSE = bytes(20)
 
 #: The ``storage`` pair's configuration schema (both halves; the guest reads none of it).
 STORAGE_CONFIG: Final[tuple[ConfigField, ...]] = (
@@ -196,7 +189,8 @@ class StorVsp(Vsp):
         self.busy_answers = 0
         self._queue_depth = int(self.config["queue_depth"])
         self._guest_view: Any = None
-        self._fast_ok = False
+        #: The compiled READ/WRITE (10) path, once the channel is READY at WIN8 or later.
+        self.fast_path: SrbFastPath | None = None
         self._fd = -1
         self._block_shift = 9
         self._block_count = 0
@@ -235,14 +229,14 @@ class StorVsp(Vsp):
         if self.protocol is None:
             raise RuntimeError("StorVsp: channel opened before offer()")
         self.protocol.reset()
-        self._fast_ok = False
+        self.fast_path = None
         self.channel = channel
         self._guest_view = getattr(channel, "guest_view", None) or self._guest_view
 
     def on_close(self, channel: Any) -> None:
         if channel is self.channel:
             self.channel = None
-            self._fast_ok = False
+            self.fast_path = None
             if self.protocol is not None:
                 self.protocol.reset()
 
@@ -255,10 +249,13 @@ class StorVsp(Vsp):
 
     def on_packet(self, channel: Any, packet: Any) -> None:
         """Run one guest packet and send its completion (same transaction id)."""
-        protocol = self.protocol
-        assert protocol is not None
-        ranges = packet.ranges
+        fast = self.fast_path
         try:
+            if fast is not None and fast.serve(channel, packet):
+                return
+            protocol = self.protocol
+            assert protocol is not None
+            ranges = packet.ranges
             if ranges is not None:
                 views = self._views(ranges)
             elif packet.type == _INBAND:
@@ -268,60 +265,37 @@ class StorVsp(Vsp):
                                     "GPA-direct (9)")
                 return
             payload = packet.payload
-            if views and self._fast_ok and len(payload) >= 64:
-                reply = self._fast(payload, views)
-                if reply is not None:
-                    channel.complete(packet.trans_id, reply)
-                    return
             if channel.backlog >= self._queue_depth and len(payload) >= \
                     PACKET_HEADER_SIZE + SCSI_REQUEST_SIZE_V1 and payload[0] == 3:
                 self.busy_answers += 1
                 reply = _task_set_full(payload)
             else:
                 reply = protocol.receive(payload, views)
-                if not self._fast_ok and protocol.state is VspState.READY:
-                    version = protocol.version
-                    self._fast_ok = version is not None and version >= VstorVersion.WIN8
+                if fast is None and protocol.state is VspState.READY:
+                    self._start_fast_path(channel)
         except VstorProtocolError as exc:
             self._fail(channel, f"vstor: {exc}")
             return
         except ValueError as exc:  # guest_view: a PFN outside the guest's RAM
             self._fail(channel, f"GPA range: {exc}")
             return
-        try:
-            channel.complete(packet.trans_id, reply)
         except ChannelError as exc:  # the backlog limit: the guest reads nothing at all
             self._fail(channel, f"completions: {exc}")
-
-    def _fast(self, payload: Any, views: list[memoryview]) -> bytes | None:
-        """READ (10) / WRITE (10) of whole blocks at LUN 0 with plain flags over exactly the
-        bytes of one GPA range, once the channel is READY at WIN8 or later: decoded with one
-        unpack, moved with one ``preadv``/``pwritev``, answered from a template. The reply is
-        byte for byte what ``StorvspProtocol`` answers (a test compares them); anything else --
-        and any short or failed transfer -- returns ``None`` and takes the protocol's path."""
-        (operation, port, path, target, lun, cdb_length, data_in,
-         transfer) = _FAST.unpack_from(payload)
-        if operation != 3 or cdb_length != 10 or port | path | target | lun or \
-                len(views) != 1 or views[0].nbytes != transfer or transfer > self._max_transfer:
-            return None
-        opcode, flags, lba, _group, blocks, _control = _FAST_CDB.unpack_from(payload, 28)
-        shift = self._block_shift
-        if flags or blocks << shift != transfer or not blocks or \
-                lba + blocks > self._block_count:
-            return None
+            return
         try:
-            if opcode == 0x28 and data_in == 1:
-                done = os.preadv(self._fd, views, lba << shift)
-            elif opcode == 0x2A and data_in == 0 and self._writable:
-                done = os.pwritev(self._fd, views, lba << shift)
-            else:
-                return None
-        except OSError:
-            return None
-        if done != transfer:
-            return None
-        return b"".join((_FAST_HEAD, payload[16:21], b"\0", payload[22:28], _ZERO_SENSE,
-                         payload[48:64]))
+            channel.complete(packet.trans_id, reply)
+        except ChannelError as exc:
+            self._fail(channel, f"completions: {exc}")
+
+    def _start_fast_path(self, channel: Any) -> None:
+        """The channel is READY: at WIN8 or later (64-byte SRBs), plain READ/WRITE (10) go
+        through ``SrbFastPath`` from now on (``_fastpath.pyx``)."""
+        version = self.protocol.version if self.protocol is not None else None
+        if version is None or version < VstorVersion.WIN8 or self._guest_view is None:
+            return
+        self.fast_path = SrbFastPath(self._fd, self._block_shift, self._block_count,
+                                     self._max_transfer, self._writable, self._queue_depth,
+                                     self._guest_view)
 
     def _views(self, ranges: Any) -> list[memoryview]:
         """One view of guest RAM per run of contiguous PFNs, in order (ValueError if any page
