@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import winhv.plugins.testing as testing
 from support.exports import public_names
+
+import winhv.plugins.testing as testing
 
 
 def test_all_is_sorted_unique_and_complete() -> None:
