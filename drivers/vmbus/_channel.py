@@ -48,9 +48,12 @@ READ_BATCH = 64
 
 Completion = Callable[[Packet], Any]
 
-# What a send is, for the write and the backlog: in-band data, a completion, GPA direct.
-_INBAND, _COMP, _GPA = 0, 1, 2
-_KIND_TYPES = (PacketType.DATA_INBAND, PacketType.COMP, PacketType.DATA_USING_GPA_DIRECT)
+# A send, for the write and the backlog, is (payload, trans_id, flags, packet type, header):
+# the positional arguments of RingWriter.write_packet.
+_INBAND = int(PacketType.DATA_INBAND)
+_COMP = int(PacketType.COMP)
+_GPA = int(PacketType.DATA_USING_GPA_DIRECT)
+_EMPTY = b""
 _COMP_TYPE = PacketType.COMP      # Packet.type is always the cached member: ``is`` suffices
 _NOT_PENDING = object()
 
@@ -111,7 +114,7 @@ class Channel:
              ) -> None:
         """Send one in-band packet (type 6)."""
         flags = PACKET_FLAG_COMPLETION_REQUESTED if completion_requested else 0
-        self._send(_INBAND, payload, trans_id, flags)
+        self._send(payload, trans_id, flags, _INBAND, _EMPTY)
 
     def send_request(self, payload: Any, callback: Completion | None = None) -> int:
         """Send an in-band packet asking for a completion; returns its transaction id.
@@ -120,7 +123,7 @@ class Channel:
         """
         trans_id = self._new_trans_id(callback)
         try:
-            self._send(_INBAND, payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED)
+            self._send(payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED, _INBAND, _EMPTY)
         except ChannelError:
             self._pending.pop(trans_id, None)
             raise
@@ -136,7 +139,7 @@ class Channel:
         header = encode_gpa_direct(ranges)   # validates the ranges before anything is sent
         trans_id = self._new_trans_id(callback)
         try:
-            self._send(_GPA, payload, trans_id, header)
+            self._send(payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED, _GPA, header)
         except ChannelError:
             self._pending.pop(trans_id, None)
             raise
@@ -144,7 +147,7 @@ class Channel:
 
     def complete(self, trans_id: int, payload: Any = b"") -> None:
         """Send the completion (type 0xB) of the other side's request ``trans_id``."""
-        self._send(_COMP, payload, trans_id, 0)
+        self._send(payload, trans_id, 0, _COMP, _EMPTY)
 
     def _new_trans_id(self, callback: Completion | None) -> int:
         trans_id = self._next_trans_id
@@ -162,38 +165,23 @@ class Channel:
         """Packets waiting for room in the outbound ring."""
         return len(self._backlog)
 
-    def _send(self, kind: int, payload: Any, trans_id: int, extra: Any) -> None:
-        """Write one packet now, or queue it behind the backlog. ``extra`` is the flags of an
-        in-band packet, the encoded range header of a GPA-direct one."""
+    def _send(self, payload: Any, trans_id: int, flags: int, ptype: int, header: Any) -> None:
+        """Write one packet now, or queue it behind the backlog (the arguments are those of
+        ``RingWriter.write_packet``; ``header`` is a GPA-direct packet's range header)."""
         if self.closed:
             raise ChannelClosedError(f"{self.name} is closed: {self.close_reason}")
-        body = len(payload) + (len(extra) if kind is _GPA else 0)
-        if body > self._max_body:
+        if len(payload) + len(header) > self._max_body:
             # Checked before queueing: a backlogged packet must never fail for its own size.
-            size = RingWriter.packet_size(body)
+            size = RingWriter.packet_size(len(payload), len(header))
             raise ChannelError(f"{self.name}: a {size}-byte packet (trailer included) never "
                                f"fits; the ring takes at most {self.outbound.max_packet_size}")
         if self._backlog:
-            self._enqueue((kind, payload, trans_id, extra))
+            self._enqueue((payload, trans_id, flags, ptype, header))
             return
         try:
-            # _write(), inline: one Python frame per packet less on the hot path.
-            writer = self._writer
-            if kind is _INBAND:
-                signal = writer.write(payload, trans_id, extra)
-            elif kind is _COMP:
-                signal = writer.write_completion(trans_id, payload)
-            else:
-                signal = writer.write(payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED,
-                                      packet_type=PacketType.DATA_USING_GPA_DIRECT,
-                                      header=extra)
-            self.packets_sent += 1
-            self.bytes_sent += len(payload)
-            if self.taps:
-                for tap in self.taps:
-                    tap(self, "out", _KIND_TYPES[kind], trans_id, payload)
+            signal = self._write(payload, trans_id, flags, ptype, header)
         except RingFullError as full:
-            self._enqueue((kind, payload, trans_id, extra))
+            self._enqueue((payload, trans_id, flags, ptype, header))
             try:
                 retry = self._writer.set_pending_send_size(full.needed)
             except RingError as exc:
@@ -219,23 +207,16 @@ class Channel:
                                "already waiting; the other side is not reading")
         self._backlog.append(item)
 
-    def _write(self, kind: int, payload: Any, trans_id: int, extra: Any) -> bool:
-        # Positional ring calls: keyword parsing cost more than the ring work itself.
-        # _send() has a copy of this inline; keep the two alike.
-        writer = self._writer
-        if kind is _INBAND:
-            signal = writer.write(payload, trans_id, extra)
-        elif kind is _COMP:
-            signal = writer.write_completion(trans_id, payload)
-        else:
-            signal = writer.write(payload, trans_id, PACKET_FLAG_COMPLETION_REQUESTED,
-                                  packet_type=PacketType.DATA_USING_GPA_DIRECT, header=extra)
+    def _write(self, payload: Any, trans_id: int, flags: int, ptype: int, header: Any) -> bool:
+        """One packet into the ring (positional: keyword parsing cost more than the ring
+        work); True when the other side must be signalled."""
+        signal = self._writer.write_packet(payload, trans_id, flags, ptype, header)
         self.packets_sent += 1
         self.bytes_sent += len(payload)
         if self.taps:
-            ptype = _KIND_TYPES[kind]
+            packet_type = PacketType(ptype)
             for tap in self.taps:
-                tap(self, "out", ptype, trans_id, payload)
+                tap(self, "out", packet_type, trans_id, payload)
         return signal
 
     def flush(self) -> None:

@@ -130,6 +130,9 @@ class RingWriter:
         packet_type: int = PacketType.DATA_INBAND,
         header: Buffer = b"",
     ) -> bool: ...
+    def write_packet(
+        self, payload: Buffer, trans_id: int, flags: int, packet_type: int, header: Buffer
+    ) -> bool: ...
     def write_completion(self, trans_id: int, payload: Buffer) -> bool: ...
     def write_gpa_direct(
         self,

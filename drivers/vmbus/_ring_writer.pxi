@@ -179,6 +179,11 @@ cdef class RingWriter:
             return False
         return self._publish()
 
+    def write_packet(self, payload, uint64_t trans_id, int flags, int packet_type, header):
+        """``write()`` with every argument by position (no keyword parsing): for a caller that
+        writes packets of several types through one call, like a channel."""
+        return self._write1(payload, packet_type, flags, trans_id, header)
+
     def write_completion(self, uint64_t trans_id, payload):
         """Write a completion packet (type 0xB) echoing ``trans_id`` (§4.3, §4.7)."""
         return self._write1(payload, 0xB, 0, trans_id, _EMPTY)

@@ -32,7 +32,9 @@ Batches: ``writer.write_many(payloads)`` stages a list of buffers in one C loop 
 once (one signal decision); ``reader.read_many(n)`` returns Packets, and
 ``reader.read_payloads(n)`` returns just the payloads as ``bytes`` copies, without building a
 Packet per packet, for consumers that need only the data. Both validate every packet. From
-Python, ``writer.write(payload, trans_id, flags)`` (positional) is the cheapest single write.
+Python, ``writer.write(payload, trans_id, flags)`` (positional) is the cheapest single write;
+``writer.write_packet(payload, trans_id, flags, packet_type, header)`` is the same with every
+argument by position, for a caller that writes several packet types through one call.
 
 Why the reader never trusts the ring: the other side is another partition. Every index and
 descriptor field is checked before it is used, and a violation raises

@@ -222,6 +222,22 @@ def test_write_takes_trans_id_and_flags_by_position_or_keyword() -> None:
     assert struct.unpack_from("<HHHHQ", images[0], CONTROL_PAGE_SIZE) == (6, 2, 3, 1, 0x1234)
 
 
+@given(spec=packets, trans_id=st.integers(0, 2**64 - 1), flags=st.sampled_from([0, 1]))
+def test_write_packet_writes_what_write_writes(spec: tuple[int, bytes, bytes], trans_id: int,
+                                               flags: int) -> None:
+    ptype, header, payload = spec
+    images = []
+    for call in (
+        lambda w: w.write(payload, trans_id, flags, packet_type=ptype, header=header),
+        lambda w: w.write_packet(payload, trans_id, flags, ptype, header),
+    ):
+        buf, _, writer, reader = new_ring()
+        assert call(writer) is True
+        assert bytes(reader.read().payload) == padded(payload)
+        images.append(bytes(buf))
+    assert images[0] == images[1]
+
+
 # -- the payload exported by a Packet --------------------------------------------------------
 
 
