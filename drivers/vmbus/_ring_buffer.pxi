@@ -170,6 +170,23 @@ cdef class Ring:
             memcpy(dst, self._data + pos, first)
             memcpy(dst + first, self._data, n - first)
 
+    cdef object _data_view(self, uint32_t pos, Py_ssize_t n):
+        """A read-only ``memoryview`` of ``n`` data-area bytes at ``pos``; callers guarantee
+        ``pos + n <= D``.
+
+        One allocation: a new view sharing ``_mv``'s managed buffer (so it keeps the exporter
+        alive on its own, like any slice of ``_mv``), whose window is then narrowed in place,
+        which is what CPython's own slicing does to a fresh view. Doing it here saves the
+        slice object and the second allocation of ``PyMemoryView_FromObject`` on an exporter:
+        about a third of what a consumer paid per packet to look at a payload.
+        """
+        cdef object v = PyMemoryView_FromObject(self._mv)
+        cdef Py_buffer *b = PyMemoryView_GET_BUFFER(v)
+        b.buf = <void *>(self._data + pos)
+        b.len = n
+        b.shape[0] = n          # 1-D, stride 1: still C- and F-contiguous at any length
+        return v
+
     cdef inline uint32_t _wrap(self, uint64_t pos) noexcept nogil:
         """``pos mod D`` for ``pos < 2 * D`` (an index plus at most D), without a division."""
         return <uint32_t>(pos - self._size if pos >= self._size else pos)

@@ -25,8 +25,9 @@ cdef class Packet:
     carries no finer length). When the packet does not wrap around the end of the data area it
     is a zero-copy, read-only ``memoryview`` into the ring: valid until ``RingReader.done()``
     hands the space back to the producer, who may then overwrite it (copy what must outlive
-    that); each access returns a new view of the same bytes. When the packet wraps, ``payload`` and ``header`` are ``bytes`` cut from a copy of
-    the packet taken when it was read. ``header`` is the type-specific extension between the
+    that). It is made on first access and kept, so ``packet.payload is packet.payload``. When
+    the packet wraps, ``payload`` and ``header`` are ``bytes`` cut from a copy of the packet
+    taken when it was read. ``header`` is the type-specific extension between the
     descriptor and the payload. ``ranges`` is set for GPA-direct packets (type 9): a tuple of
     ``(byte_count, byte_offset, pfns)`` with ``pfns`` a tuple of ints.
 
@@ -65,12 +66,14 @@ cdef class Packet:
 
     @property
     def payload(self):
-        # Not cached when it is a view: the view refers to this packet (its exporter), and a
-        # cached one would make a cycle that this no-GC class never frees.
-        if type(self._src) is not bytes:
-            return PyMemoryView_FromObject(self)
+        # A view shares the ring's managed buffer, not this packet, so keeping it here makes
+        # no reference cycle (this class is not tracked by the GC).
         if self._payload is None:
-            self._payload = (<bytes>self._src)[self.offset8 * 8:self.len8 * 8]
+            if type(self._src) is bytes:
+                self._payload = (<bytes>self._src)[self.offset8 * 8:self.len8 * 8]
+            else:
+                self._payload = (<Ring>self._src)._data_view(self.start + self.offset8 * 8,
+                                                       self._plen)
         return self._payload
 
     @property
@@ -81,7 +84,8 @@ cdef class Packet:
             elif type(self._src) is bytes:
                 self._header = (<bytes>self._src)[_DESC:self.offset8 * 8]
             else:
-                self._header = (<Ring>self._src)._mv[self.start + _DESC:self.start + self.offset8 * 8]
+                self._header = (<Ring>self._src)._data_view(self.start + _DESC,
+                                                      (self.offset8 - 2) * 8)
         return self._header
 
     def __getbuffer__(self, Py_buffer *view, int flags):

@@ -273,14 +273,61 @@ def test_payload_views_keep_the_ring_alive_and_leak_nothing() -> None:
     buf.extend(b"x")  # no cycle left behind: the export is gone without a GC pass
 
 
-def test_each_payload_access_is_a_fresh_view_of_the_same_bytes() -> None:
+def test_the_payload_view_is_made_once_and_kept() -> None:
     _, _, writer, reader = new_ring()
     writer.write(b"same bytes")
     packet = reader.read()
     assert packet is not None
-    first, second = packet.payload, packet.payload
-    assert first == second
-    assert first is not second
+    assert packet.payload is packet.payload
+
+
+@pytest.mark.parametrize(
+    ("header", "payload"),
+    [(b"", b""), (b"", b"x" * 13), (b"h" * 8, b"y" * 40), (b"h" * 24, b"")],
+)
+def test_payload_and_header_views_are_exact_read_only_windows(header: bytes, payload: bytes) -> None:
+    # Every view the reader makes is a plain 1-D byte view: the right length, shape and
+    # flags, sliceable, and a window on the ring's own bytes.
+    buf, ring, writer, reader = new_ring()
+    writer.write(b"filler", 1)  # not at offset 0, so a wrong base pointer shows
+    writer.write(payload, 2, header=header)
+    reader.read()
+    packet = reader.read()
+    assert packet is not None
+    for view, expected, start in (
+        (packet.payload, padded(payload), packet.start + packet.offset8 * 8),
+        (packet.header, header, packet.start + 16),
+    ):
+        if view is packet.header and not header:
+            assert view == b""  # no extension: the shared empty bytes, not a view
+            continue
+        assert isinstance(view, memoryview)
+        assert (view.readonly, view.format, view.ndim, view.itemsize) == (True, "B", 1, 1)
+        assert (len(view), view.nbytes, view.shape, view.strides) == (
+            len(expected), len(expected), (len(expected),), (1,))
+        assert view.c_contiguous and view.f_contiguous and view.contiguous
+        assert view.tobytes() == expected and bytes(view[1:3]) == expected[1:3]
+        if expected:
+            buf[CONTROL_PAGE_SIZE + start] ^= 0xFF  # zero-copy: the ring's bytes, at start
+            assert view[0] == expected[0] ^ 0xFF
+            buf[CONTROL_PAGE_SIZE + start] ^= 0xFF
+    assert ring.data_size == D
+
+
+def test_a_payload_ending_exactly_at_the_end_of_the_data_area_is_a_view() -> None:
+    # The last non-wrapping position: the view's window ends at D, the trailer wraps to 0.
+    buf, ring, writer, reader = new_ring()
+    body = 64
+    total = 16 + body + 8
+    ring.write_index = ring.read_index = D - (16 + body)
+    writer, reader = RingWriter(ring), RingReader(ring)
+    writer.write(b"\xab" * body, 7)
+    packet = reader.read()
+    assert packet is not None
+    assert packet.start + packet.len8 * 8 == D
+    assert isinstance(packet.payload, memoryview)
+    assert bytes(packet.payload) == b"\xab" * body
+    assert ring.write_index == (D - (16 + body) + total) % D
 
 
 @given(
