@@ -285,7 +285,9 @@ def test_the_payload_view_is_made_once_and_kept() -> None:
     ("header", "payload"),
     [(b"", b""), (b"", b"x" * 13), (b"h" * 8, b"y" * 40), (b"h" * 24, b"")],
 )
-def test_payload_and_header_views_are_exact_read_only_windows(header: bytes, payload: bytes) -> None:
+def test_payload_and_header_views_are_exact_read_only_windows(
+    header: bytes, payload: bytes
+) -> None:
     # Every view the reader makes is a plain 1-D byte view: the right length, shape and
     # flags, sliceable, and a window on the ring's own bytes.
     buf, ring, writer, reader = new_ring()
@@ -305,8 +307,10 @@ def test_payload_and_header_views_are_exact_read_only_windows(header: bytes, pay
         assert (view.readonly, view.format, view.ndim, view.itemsize) == (True, "B", 1, 1)
         assert (len(view), view.nbytes, view.shape, view.strides) == (
             len(expected), len(expected), (len(expected),), (1,))
-        assert view.c_contiguous and view.f_contiguous and view.contiguous
-        assert view.tobytes() == expected and bytes(view[1:3]) == expected[1:3]
+        assert view.c_contiguous
+        assert view.f_contiguous
+        assert view.tobytes() == expected
+        assert bytes(view[1:3]) == expected[1:3]
         if expected:
             buf[CONTROL_PAGE_SIZE + start] ^= 0xFF  # zero-copy: the ring's bytes, at start
             assert view[0] == expected[0] ^ 0xFF
@@ -316,7 +320,7 @@ def test_payload_and_header_views_are_exact_read_only_windows(header: bytes, pay
 
 def test_a_payload_ending_exactly_at_the_end_of_the_data_area_is_a_view() -> None:
     # The last non-wrapping position: the view's window ends at D, the trailer wraps to 0.
-    buf, ring, writer, reader = new_ring()
+    _, ring, writer, reader = new_ring()
     body = 64
     total = 16 + body + 8
     ring.write_index = ring.read_index = D - (16 + body)
