@@ -73,11 +73,12 @@ class Kernel:
     # -- memory --------------------------------------------------------------------------------
 
     def alloc_pages(self, count: int = 1, *, zero: bool = True) -> int:
-        """GPA of ``count`` new contiguous pages of this partition's memory."""
-        page = self.allocator.alloc(count)
+        """GPA of ``count`` new contiguous pages of this partition's memory; with ``zero``
+        they read zero (pages the allocator knows were never used are not written)."""
+        page, stale = self.allocator.alloc_run(count)
         gpa = page << 12
-        if zero:
-            self.memory.zero(gpa, count * _PAGE)
+        if zero and stale:
+            self.memory.zero(gpa, stale * _PAGE)
         return gpa
 
     def free_pages(self, gpa: int, count: int = 1) -> None:

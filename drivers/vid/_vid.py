@@ -78,7 +78,11 @@ class Vid:
             part.pool_pages = list(range(pool, pool + _POOL_BASE + processors))
             self._check(hv.WinHvDepositMemory(pid, part.pool_pages), "HvCallDepositMemory", pid)
             self._check(hv.WinHvInitializePartition(pid), "HvCallInitializePartition", pid)
-            part.root_ram_page = self.root.allocator.alloc(part.memory_pages)
+            part.root_ram_page, stale = self.root.allocator.alloc_run(part.memory_pages)
+            if stale:
+                # A new VM's RAM reads zero: nothing of an earlier owner (a VM, a withdrawn
+                # pool page, the root itself) shows through. Its guest allocator relies on it.
+                self.root.memory.discard(part.root_ram_page << 12, stale << 12)
             for offset in range(0, part.memory_pages, MAP_BATCH):
                 count = min(MAP_BATCH, part.memory_pages - offset)
                 source = range(part.root_ram_page + offset, part.root_ram_page + offset + count)

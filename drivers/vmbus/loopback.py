@@ -80,7 +80,7 @@ def boot_host(*, root_memory_mb: int = 256, bridge: Any = None) -> tuple[Hypervi
     root_id = hv.root.partition_id
     root = Kernel(lambda i, o, vp: hv.handle(root_id, input_gpa=i, output_gpa=o, vp_index=vp),
                   PageAllocator(ROOT_FIRST_PAGE, (root_memory_mb << 8) - ROOT_FIRST_PAGE,
-                                name="root"),
+                                name="root", zeroed=True),   # fresh anonymous memory
                   name="root", clock=hv.scheduler)
     hv.set_interrupt_handler(root_id, 0, root.interrupt)
     root.enable_synic(VmbusHost.synic_sints(VMBUS_VECTOR))
@@ -100,7 +100,7 @@ def boot_vm(drivers: Sequence[type[Vsc]] = (), *, name: str = "vm", memory_mb: i
                          guest_pages=part.memory_pages, name=name, max_version=host_version)
     guest = Kernel(lambda i, o, vp: hv.handle(pid, input_gpa=i, output_gpa=o, vp_index=vp),
                    PageAllocator(GUEST_FIRST_PAGE, part.memory_pages - GUEST_FIRST_PAGE,
-                                 name=name),
+                                 name=name, zeroed=True),   # VID hands RAM over zeroed
                    name=name, clock=hv.scheduler)
     hv.set_interrupt_handler(pid, 0, guest.interrupt)
     guest.enable_synic()

@@ -113,7 +113,7 @@ class Worker:
         self._machine = None   # from here on the worker holds only its partition's port
         guest = Kernel(port.guest_handle,
                        PageAllocator(GUEST_FIRST_PAGE, part.memory_pages - GUEST_FIRST_PAGE,
-                                     name=self.name),
+                                     name=self.name, zeroed=True),   # VID zeroed it
                        name=self.name, clock=port.timer, power_off=self._power_off)
         guest.on_fault = lambda where, exc: self._error(f"guest {where}: {exc}")
         interrupt = guest.interrupt

@@ -300,6 +300,36 @@ def test_alloc_pages_zeroes_and_free_pages_returns_them():
     assert bytes(m.guest.view(gpa, 8192)) == bytes(8192)
 
 
+def test_alloc_pages_over_zeroed_ram_clears_only_what_was_used_and_reads_zero():
+    m = Machine()
+    part = m.vid.partitions[m.pid]
+    kernel = Kernel(lambda i, o, vp: m.hv.handle(m.pid, input_gpa=i, output_gpa=o, vp_index=vp),
+                    PageAllocator(16, part.memory_pages - 16, name="z", zeroed=True), name="z")
+    zeroed: list[tuple[int, int]] = []
+    real_zero = kernel.memory.zero
+    kernel.memory = _Spy(kernel.memory, lambda gpa, size: (zeroed.append((gpa, size)),
+                                                            real_zero(gpa, size)))
+    gpa = kernel.alloc_pages(2)
+    assert zeroed == []                       # never used: VID handed the RAM over zeroed
+    kernel.view(gpa, 8192)[:] = b"\xff" * 8192
+    kernel.free_pages(gpa, 2)
+    again = kernel.alloc_pages(3)             # two used pages, then one never used
+    assert again == gpa
+    assert zeroed == [(gpa, 8192)]
+    assert bytes(kernel.view(gpa, 3 * 4096)) == bytes(3 * 4096)
+
+
+class _Spy:
+    """``memory`` with ``zero`` replaced (GpaSpace is compiled: its methods cannot be)."""
+
+    def __init__(self, memory: Any, zero: Any) -> None:
+        self._memory = memory
+        self.zero = zero
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._memory, name)
+
+
 def test_call_later_runs_on_virtual_time_and_contains_faults():
     m = Machine()
     ran: list[int] = []

@@ -115,3 +115,45 @@ def test_random_allocs_and_frees_match_a_model(ops):
         # Sorted, disjoint, never adjacent (coalesced), and exactly the free pages.
         assert all(a_end < b_start for (_, a_end), (b_start, _) in itertools.pairwise(runs))
         assert {p for s, e in runs for p in range(s, e)} == set(range(100, 164)) - used
+
+
+# -- pages known to read zero -----------------------------------------------------------------
+
+
+def test_without_zeroed_every_page_handed_out_is_stale():
+    pages = PageAllocator(16, 64)
+    assert pages.alloc_run(8) == (16, 8)
+    assert pages.alloc_run(1) == (24, 1)
+
+
+def test_zeroed_pages_are_fresh_until_handed_out_once():
+    pages = PageAllocator(16, 64, zeroed=True)
+    assert pages.alloc_run(8) == (16, 0)
+    assert pages.alloc_run(4) == (24, 0)
+    pages.free(16, 8)
+    assert pages.alloc_run(4) == (16, 4)      # reused: all stale
+    pages.free(24, 4)                        # 20..27 free again, 28.. never used
+    assert pages.alloc_run(12) == (20, 8)     # straddles: 20..27 stale, 28..31 fresh
+    assert pages.alloc_run(2) == (32, 0)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 9)), max_size=60))
+def test_a_page_called_fresh_was_never_handed_out_before(ops):
+    # Model: the set of pages ever handed out. Whatever alloc_run calls fresh (the run past
+    # its stale prefix) must be outside it; stale pages are a prefix of the run.
+    pages = PageAllocator(0, 48, zeroed=True)
+    ever: set[int] = set()
+    live: list[tuple[int, int]] = []
+    for do_alloc, n in ops:
+        if do_alloc or not live:
+            try:
+                start, stale = pages.alloc_run(n)
+            except OutOfPages:
+                continue
+            assert 0 <= stale <= n
+            assert not ever & set(range(start + stale, start + n))
+            ever |= set(range(start, start + n))
+            live.append((start, n))
+        else:
+            pages.free(*live.pop(n % len(live)))

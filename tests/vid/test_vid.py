@@ -87,6 +87,19 @@ def test_the_next_vm_gets_zeroed_ram(machine):
     assert guest.memory.read(0, second.memory_bytes) == bytes(second.memory_bytes)
 
 
+def test_a_new_vm_never_sees_what_the_root_left_in_pages_it_freed(machine):
+    # Pages the root used and freed join the free tail the next VM's RAM is cut from: VID
+    # clears them (its guest's allocator counts on RAM it has never handed out reading zero).
+    hv, root, vid = machine
+    gpa = root.alloc_pages(4)
+    root.memory.write(gpa, b"root data" * 1000)
+    root.free_pages(gpa, 4)
+    part = vid.create_partition("vm", memory_mb=2)
+    assert part.root_ram_page < (gpa >> 12) + 4     # RAM starts among those pages
+    guest = hv.handle(part.partition_id, input_gpa=0, output_gpa=0x1000)
+    assert guest.memory.read(0, part.memory_bytes) == bytes(part.memory_bytes)
+
+
 def test_vms_are_isolated_from_each_other(machine):
     hv, _root, vid = machine
     a = vid.create_partition("a", memory_mb=1)
