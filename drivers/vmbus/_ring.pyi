@@ -18,6 +18,7 @@ TRAILER_SIZE: Final[int]
 PACKET_FLAG_COMPLETION_REQUESTED: Final[int]
 
 GpaRange = tuple[int, int, tuple[int, ...]]
+TransferRange = tuple[int, int]
 
 class PacketType(IntEnum):
     INVALID = 0x0
@@ -106,7 +107,11 @@ class Packet:
     @property
     def ranges(self) -> tuple[GpaRange, ...] | None: ...
     @property
+    def transfer_ranges(self) -> tuple[TransferRange, ...] | None: ...
+    @property
     def completion_requested(self) -> bool: ...
+    @property
+    def transfer_pageset_id(self) -> int | None: ...
     @property
     def payload(self) -> memoryview | bytes: ...
     @property
@@ -142,6 +147,16 @@ class RingWriter:
         trans_id: int,
         flags: int = PACKET_FLAG_COMPLETION_REQUESTED,
     ) -> bool: ...
+    def write_transfer_pages(
+        self,
+        pageset_id: int,
+        ranges: Iterable[tuple[int, int]],
+        payload: Buffer = b"",
+        *,
+        trans_id: int,
+        flags: int = PACKET_FLAG_COMPLETION_REQUESTED,
+        sender_owns: bool = False,
+    ) -> bool: ...
     def begin(self) -> None: ...
     def commit(self) -> bool: ...
     def abort(self) -> None: ...
@@ -173,3 +188,6 @@ class RingReader:
     def end_read(self) -> bool: ...
 
 def encode_gpa_direct(ranges: Iterable[tuple[int, int, Sequence[int]]]) -> bytes: ...
+def encode_transfer_pages(
+    pageset_id: int, ranges: Iterable[tuple[int, int]], *, sender_owns: bool = False
+) -> bytes: ...

@@ -97,6 +97,8 @@ cdef enum:
     _TRAILER = 8
     _GPA_HDR = 8          # reserved u32 + range_cnt u32 (§4.3 GPA direct, @16 and @20)
     _RANGE_HDR = 8        # byte_count u32 + byte_offset u32
+    _XFER_HDR = 8         # xfer_pageset_id u16, sender_owns u8, reserved u8, range_cnt u32
+    _XFER_RANGE = 8       # byte_count u32 + byte_offset u32 (into the transfer page set)
     _PAGE = 4096
     _MAX_LEN8 = 0xFFFF    # len8 is a u16 (§4.3)
     _TYPE_MAX = 0xD

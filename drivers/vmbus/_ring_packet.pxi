@@ -28,8 +28,12 @@ cdef class Packet:
     that). It is made on first access and kept, so ``packet.payload is packet.payload``. When
     the packet wraps, ``payload`` and ``header`` are ``bytes`` cut from a copy of the packet
     taken when it was read. ``header`` is the type-specific extension between the
-    descriptor and the payload. ``ranges`` is set for GPA-direct packets (type 9): a tuple of
-    ``(byte_count, byte_offset, pfns)`` with ``pfns`` a tuple of ints.
+    descriptor and the payload. ``ranges`` is set for GPA-direct packets (type 9) only: a
+    tuple of ``(byte_count, byte_offset, pfns)`` with ``pfns`` a tuple of ints.
+    ``transfer_ranges`` is set for transfer-page packets (type 7) only: a tuple of
+    ``(byte_count, byte_offset)`` into the transfer page set ``transfer_pageset_id``. (Two
+    names, because consumers test ``ranges is not None`` to mean GPA-direct.) Both
+    extensions are validated when the packet is read.
 
     A packet also exports its payload through the buffer protocol, read-only, so
     ``bytes(packet)`` copies the payload and ``memoryview(packet)`` is a view like ``payload``.
@@ -45,6 +49,7 @@ cdef class Packet:
     cdef readonly uint64_t trans_id
     cdef readonly uint32_t start
     cdef readonly object ranges
+    cdef readonly object transfer_ranges
     cdef uint16_t _type
     cdef object _src           # what keeps _ptr valid: the Ring, or the bytes copy of a wrap
     cdef const uint8_t *_ptr   # the packet's first byte (descriptor) in that memory
@@ -63,6 +68,13 @@ cdef class Packet:
     @property
     def completion_requested(self) -> bool:
         return bool(self.flags & 1)
+
+    @property
+    def transfer_pageset_id(self):
+        """``xfer_pageset_id`` of a transfer-page packet (type 7, §4.3), else None."""
+        if self._type != 7:
+            return None
+        return _u16(self._ptr + _DESC)
 
     @property
     def payload(self):
@@ -165,6 +177,58 @@ def encode_gpa_direct(ranges) -> bytes:
             _set64(p, pfn)
             p += 8
     return out
+
+
+def encode_transfer_pages(pageset_id, ranges, *, bint sender_owns=False) -> bytes:
+    """The type-7 extension (§4.3, Linux ``vmtransfer_page_packet_header``):
+    xfer_pageset_id u16, sender_owns_set u8, reserved u8, range_cnt u32, then per range
+    byte_count u32 and byte_offset u32 (an offset into the transfer page set)."""
+    if not 0 <= pageset_id <= 0xFFFF:
+        raise ValueError(f"pageset_id={pageset_id}: expected a u16")
+    cdef list rs = list(ranges)
+    if len(rs) > 0xFFFFFFFF:
+        raise ValueError("too many ranges")
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, _XFER_HDR + _XFER_RANGE * len(rs))
+    cdef uint8_t *p = <uint8_t *>PyBytes_AS_STRING(out)
+    _set16(p, <uint16_t>pageset_id)
+    p[2] = 1 if sender_owns else 0
+    p[3] = 0
+    _set32(p + 4, <uint32_t>len(rs))
+    p += _XFER_HDR
+    for item in rs:
+        byte_count, byte_offset = item
+        if not 0 <= byte_count <= 0xFFFFFFFF or not 0 <= byte_offset <= 0xFFFFFFFF:
+            raise ValueError(f"range ({byte_count}, {byte_offset}): expected two u32s")
+        _set32(p, byte_count)
+        _set32(p + 4, byte_offset)
+        p += _XFER_RANGE
+    return out
+
+
+cdef tuple _parse_xfer(const uint8_t *pkt, uint16_t off8, uint32_t start, uint32_t size,
+                       bint build):
+    """Validate a transfer-page extension (§4.3) from a contiguous packet image: the range
+    list must fill the extension exactly, as every sender lays it out. Decode it when
+    ``build`` (a tuple of ``(byte_count, byte_offset)``), else return None."""
+    cdef uint32_t ext = (<uint32_t>off8 - 2) * 8
+    cdef const uint8_t *p = pkt + _DESC
+    if ext < _XFER_HDR:
+        raise RingCorruptError("offset8", off8,
+                               ">= 3 for a transfer-page packet (its 8-byte header)",
+                               _CTL + (start + 2) % size, size)
+    cdef uint32_t count = _u32(p + 4)
+    if <uint64_t>count * _XFER_RANGE != ext - _XFER_HDR:
+        raise RingCorruptError(
+            "range_cnt", count, f"{(ext - _XFER_HDR) // _XFER_RANGE} (the ranges that fill the "
+            f"{ext:#x}-byte extension)", _CTL + (start + 20) % size, size)
+    if not build:
+        return None
+    cdef uint32_t i
+    cdef list out = []
+    p += _XFER_HDR
+    for i in range(count):
+        out.append((_u32(p + i * _XFER_RANGE), _u32(p + i * _XFER_RANGE + 4)))
+    return tuple(out)
 
 
 cdef tuple _parse_gpa(const uint8_t *pkt, uint16_t off8, uint32_t start, uint32_t size,

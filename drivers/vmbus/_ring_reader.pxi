@@ -8,7 +8,8 @@ cdef class RingReader:
 
     Everything the producer wrote is validated before use: ``write_index`` (``< D``, aligned),
     each descriptor (known type, flags only bit 0, ``offset8 >= 2``, ``len8 >= offset8``,
-    ``len8 * 8 + 8`` within the bytes available) and GPA-direct range lists. A violation raises
+    ``len8 * 8 + 8`` within the bytes available) and the range lists of GPA-direct and
+    transfer-page packets. A violation raises
     :class:`RingCorruptError`; the reader's position does not move, so the caller can close the
     channel with the error in hand.
     """
@@ -96,6 +97,8 @@ cdef class RingReader:
             pkt = _new_packet(d, copy, <const uint8_t *>PyBytes_AS_STRING(copy))
         if d.type == 9:
             pkt.ranges = _parse_gpa(pkt._ptr, d.off8, d.start, ring._size, True)
+        elif d.type == 7:
+            pkt.transfer_ranges = _parse_xfer(pkt._ptr, d.off8, d.start, ring._size, True)
         return pkt
 
     cdef Packet _next(self):
@@ -159,8 +162,8 @@ cdef class RingReader:
         publish.
 
         The batch path for consumers that only need the data (pipe-mode channels, benchmarks):
-        one C loop validates each packet exactly as :meth:`read_many` does (GPA-direct range
-        lists included) and copies its payload (``offset8 * 8`` to ``len8 * 8``, padding
+        one C loop validates each packet exactly as :meth:`read_many` does (range lists
+        included) and copies its payload (``offset8 * 8`` to ``len8 * 8``, padding
         included, like ``Packet.payload``). Types, flags and transaction ids are not returned;
         use :meth:`read_many` when they matter. Since these are copies they stay valid after
         ``done()``. Errors behave as in :meth:`read_many`.
@@ -184,6 +187,8 @@ cdef class RingReader:
                 base = ring._data + d.start
                 if d.type == 9:
                     _parse_gpa(base, d.off8, d.start, ring._size, False)
+                elif d.type == 7:
+                    _parse_xfer(base, d.off8, d.start, ring._size, False)
                 out.append(PyBytes_FromStringAndSize(<const char *>base + d.off8 * 8,
                                                      (<Py_ssize_t>d.len8 - d.off8) * 8))
             else:
@@ -192,6 +197,9 @@ cdef class RingReader:
                 if d.type == 9:
                     _parse_gpa(<const uint8_t *>PyBytes_AS_STRING(copy), d.off8, d.start,
                                ring._size, False)
+                elif d.type == 7:
+                    _parse_xfer(<const uint8_t *>PyBytes_AS_STRING(copy), d.off8, d.start,
+                                ring._size, False)
                 out.append(copy[d.off8 * 8:])
             self._advance(d.start, d.len8)
         return out

@@ -197,6 +197,16 @@ cdef class RingWriter:
         """
         return self._write1(payload, 9, flags, trans_id, encode_gpa_direct(ranges))
 
+    def write_transfer_pages(self, Py_ssize_t pageset_id, ranges, payload=b"", *,
+                             uint64_t trans_id, int flags=PACKET_FLAG_COMPLETION_REQUESTED,
+                             bint sender_owns=False):
+        """Write a transfer-page packet (type 7) naming ``(byte_count, byte_offset)`` ranges
+        of transfer page set ``pageset_id`` (§4.3; what a NetVSP sends for received data).
+        The consumer completes it to hand the ranges back, so completion is requested by
+        default."""
+        return self._write1(payload, 7, flags, trans_id,
+                            encode_transfer_pages(pageset_id, ranges, sender_owns=sender_owns))
+
     def begin(self):
         """Start a transaction: later writes are staged until ``commit()``."""
         if self._txn:

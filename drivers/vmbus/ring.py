@@ -35,6 +35,8 @@ Packet per packet, for consumers that need only the data. Both validate every pa
 Python, ``writer.write(payload, trans_id, flags)`` (positional) is the cheapest single write;
 ``writer.write_packet(payload, trans_id, flags, packet_type, header)`` is the same with every
 argument by position, for a caller that writes several packet types through one call.
+``write_gpa_direct`` and ``write_transfer_pages`` build the two extended descriptors (§4.3),
+and the reader decodes and checks them into ``Packet.ranges`` and ``Packet.transfer_ranges``.
 
 Why the reader never trusts the ring: the other side is another partition. Every index and
 descriptor field is checked before it is used, and a violation raises
@@ -65,6 +67,7 @@ from ._ring import (
     RingReader,
     RingWriter,
     encode_gpa_direct,
+    encode_transfer_pages,
 )
 
 __all__ = [
@@ -88,4 +91,5 @@ __all__ = [
     "RingReader",
     "RingWriter",
     "encode_gpa_direct",
+    "encode_transfer_pages",
 ]

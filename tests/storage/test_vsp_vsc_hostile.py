@@ -19,7 +19,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from winhv.drivers.vmbus.loopback import connect_pair
-from winhv.drivers.vmbus.ring import PacketType
 from winhv.vsp_vsc_pairs.storage import (
     INVALID_COMMAND_OPERATION_CODE,
     INVALID_FIELD_IN_CDB,
@@ -225,8 +224,7 @@ def test_a_short_srb_packet_closes_the_channel(guest: Guest) -> None:
 
 
 def test_a_packet_of_another_type_closes_the_channel(guest: Guest) -> None:
-    guest.channel._writer.write(bytes(64), packet_type=PacketType.DATA_USING_XFER_PAGES,
-                                trans_id=5, flags=1)
+    guest.channel._writer.write_transfer_pages(0, [(64, 0)], bytes(64), trans_id=5)
     guest.channel._do_signal()
     guest.loop.run()
     guest.assert_closed("packet type")

@@ -126,6 +126,16 @@ class SpecRing:
         )
 
     @staticmethod
+    def transfer_pages_extension(pageset_id: int, ranges: list[tuple[int, int]],
+                                 sender_owns: int = 0) -> bytes:
+        """§4.3 type 7: xfer_pageset_id u16, sender_owns_set u8, reserved u8, range_cnt u32,
+        then {byte_count u32, byte_offset u32} per range."""
+        out = struct.pack("<HBBI", pageset_id, sender_owns, 0, len(ranges))
+        for byte_count, byte_offset in ranges:
+            out += struct.pack("<II", byte_count, byte_offset)
+        return out
+
+    @staticmethod
     def gpa_direct_extension(ranges: list[tuple[int, int, list[int]]]) -> bytes:
         """§4.3 type 9: reserved u32, range_cnt u32, then {byte_count, byte_offset, pfns...}."""
         out = struct.pack("<II", 0, len(ranges))

@@ -216,6 +216,24 @@ def test_gpa_direct_range_lists_are_validated(extension: bytes, message: str, re
         read(reader)
 
 
+@pytest.mark.parametrize(
+    ("extension", "message"),
+    [
+        (b"", "offset8=0x2 is not >= 3 for a transfer-page packet"),
+        (struct.pack("<HBBI", 1, 0, 0, 1), r"range_cnt=0x1 is not 0 \(the ranges that fill"),
+        (struct.pack("<HBBIII", 1, 0, 0, 2, 10, 0), "range_cnt=0x2 is not 1"),
+        (struct.pack("<HBBIII", 1, 0, 0, 0xFFFFFFFF, 10, 0), "range_cnt=0xffffffff is not 1"),
+    ],
+)
+@pytest.mark.parametrize("read", READS, ids=READ_IDS)
+def test_transfer_page_range_lists_are_validated(extension: bytes, message: str, read) -> None:
+    buf = bytearray(4096 + D)
+    ring = Ring(buf, initialize=True)
+    RingWriter(ring).write(b"", packet_type=7, header=extension, flags=1)
+    with pytest.raises(RingCorruptError, match=message):
+        read(RingReader(ring))
+
+
 def test_zero_byte_gpa_range_needs_no_pfn() -> None:
     reader = RingReader(gpa_ring(struct.pack("<IIII", 0, 1, 0, 0)))
     packet = reader.read()

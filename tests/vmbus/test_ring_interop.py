@@ -22,6 +22,7 @@ class Spec:
     extension: bytes
     payload: bytes
     ranges: tuple | None = None
+    transfer: tuple[int, tuple[tuple[int, int], ...]] | None = None  # pageset id, ranges
 
 
 @st.composite
@@ -46,6 +47,12 @@ def packets(draw: st.DrawFn) -> Spec:
         ranges = draw(gpa_ranges())
         ext = SpecRing.gpa_direct_extension([(c, o, list(p)) for c, o, p in ranges])
         return Spec(ptype, flags, trans_id, ext, payload, ranges)
+    if ptype == PacketType.DATA_USING_XFER_PAGES:
+        u32 = st.integers(0, 2**32 - 1)
+        pageset = draw(st.integers(0, 0xFFFF))
+        xfer = tuple(draw(st.lists(st.tuples(u32, u32), max_size=4)))
+        ext = SpecRing.transfer_pages_extension(pageset, list(xfer))
+        return Spec(ptype, flags, trans_id, ext, payload, transfer=(pageset, xfer))
     ext = draw(st.binary(max_size=40).map(lambda b: b[: len(b) // 8 * 8]))
     return Spec(ptype, flags, trans_id, ext, payload)
 
@@ -87,6 +94,7 @@ def test_spec_writer_to_ring_reader(start: int, specs: list[Spec]) -> None:
             assert bytes(g.header) == p.extension
             assert bytes(g.payload) == padded(p.payload)
             assert g.ranges == p.ranges
+            assert (g.transfer_pageset_id, g.transfer_ranges) == (p.transfer or (None, None))
         assert spec.bytes_to_read() == 0
 
 
@@ -104,6 +112,9 @@ def test_ring_writer_to_spec_reader(start: int, specs: list[Spec]) -> None:
             try:
                 if p.ranges is not None:
                     writer.write_gpa_direct(p.ranges, p.payload, trans_id=p.trans_id, flags=p.flags)
+                elif p.transfer is not None:
+                    writer.write_transfer_pages(*p.transfer, p.payload, trans_id=p.trans_id,
+                                                flags=p.flags)
                 else:
                     writer.write(
                         p.payload,

@@ -134,15 +134,36 @@ def test_padding_is_zeroed_even_over_stale_bytes() -> None:
 
 def test_packet_with_extension_header_sets_offset8() -> None:
     buf, _, writer, reader = new_ring()
-    header = bytes(range(16))
-    writer.write(b"xyz", packet_type=PacketType.DATA_USING_XFER_PAGES, header=header)
+    header = struct.pack("<II", 0x1234, 0)  # DATA_USING_GPADL: gpadl u32, reserved u32
+    writer.write(b"xyz", packet_type=PacketType.DATA_USING_GPADL, header=header)
     ptype, offset8, len8 = struct.unpack_from("<3H", buf, CONTROL_PAGE_SIZE)
-    assert (ptype, offset8, len8) == (7, 4, 5)
+    assert (ptype, offset8, len8) == (8, 3, 4)
+    packet = reader.read()
+    assert packet is not None
+    assert packet.type is PacketType.DATA_USING_GPADL
+    assert bytes(packet.header) == header
+    assert bytes(packet.payload) == b"xyz" + bytes(5)
+    assert (packet.ranges, packet.transfer_ranges, packet.transfer_pageset_id) == (None,) * 3
+
+
+def test_transfer_page_packets_have_the_linux_layout() -> None:
+    # vmtransfer_page_packet_header (§4.3): xfer_pageset_id u16 @16, sender_owns_set u8 @18,
+    # reserved u8 @19, range_cnt u32 @20, then {byte_count u32, byte_offset u32} from @24.
+    buf, _, writer, reader = new_ring()
+    writer.write_transfer_pages(0xCAFE, [(1500, 0), (60, 4096 * 3 + 8)], b"", trans_id=9,
+                                sender_owns=True)
+    at = CONTROL_PAGE_SIZE
+    assert struct.unpack_from("<HHHHQ", buf, at) == (7, (24 + 16) // 8, (24 + 16) // 8, 1, 9)
+    assert struct.unpack_from("<HBBI", buf, at + 16) == (0xCAFE, 1, 0, 2)
+    assert struct.unpack_from("<4I", buf, at + 24) == (1500, 0, 60, 4096 * 3 + 8)
     packet = reader.read()
     assert packet is not None
     assert packet.type is PacketType.DATA_USING_XFER_PAGES
-    assert bytes(packet.header) == header
-    assert bytes(packet.payload) == b"xyz" + bytes(5)
+    assert packet.completion_requested
+    assert packet.transfer_pageset_id == 0xCAFE
+    assert packet.transfer_ranges == ((1500, 0), (60, 4096 * 3 + 8))
+    assert packet.ranges is None  # GPA-direct only: consumers test it to mean type 9
+    assert bytes(packet.payload) == b""
 
 
 def test_zero_byte_payload_is_a_descriptor_and_trailer() -> None:
