@@ -204,6 +204,8 @@ cdef class SrbFastPath:
         if ranges is None or len(ranges) != 1:
             return False
         rng = ranges[0]
+        if len(rng) != 3:      # indexed unchecked below: only a GPA-direct range will do
+            return False
         count = rng[0]
         offset = rng[1]
         pfns = rng[2]
