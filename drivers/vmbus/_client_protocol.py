@@ -89,7 +89,8 @@ class ClientNotifier(Protocol):
         """Every channel present at connect time has been offered."""
 
     def rescinded(self, relid: int) -> None:
-        """The host withdrew ``relid``: close it if open, then ``release_relid``."""
+        """The host withdrew ``relid``: close it if open, then ``release_relid``. An open still
+        waiting for its OPENCHANNEL_RESULT is dropped first (none will come)."""
 
     def open_result(self, relid: int, status: int) -> None:
         """The answer to ``open_channel`` (status 0 = open)."""
@@ -381,6 +382,12 @@ class ClientProtocol:
             raise ProtocolError(_T.RESCIND_CHANNEL_OFFER, "child_relid", relid,
                                 "an offered relid not already rescinded")
         self._rescinded.add(relid)
+        # An open still in flight is over: the host does not answer an OPENCHANNEL on a revoked
+        # channel (OpenVMM channels.rs handle_open_channel, Revoked => {}), and Linux completes
+        # the open's waiter on rescind (channel_mgmt.c vmbus_onoffer_rescind; from memory). So
+        # the channel is closed as far as the guest knows: no CLOSECHANNEL is due, and
+        # release_relid may follow once its GPADLs are torn down (§3.5(f)).
+        self._opening.pop(relid, None)
         self._notifier.rescinded(relid)
 
     def _on_open_result(self, msg: OpenResult) -> None:

@@ -10,14 +10,19 @@ GPADL_CREATED, after the last word arrived.
 
 The host side stays sans-IO: checking that the PFNs really are the guest's is a callback
 (``validate_pfns``) the caller supplies.
+
+The guest chooses how many PFNs the host keeps (up to 8190 per GPADL), so they are kept
+compactly: a ``PfnList`` is a contiguous run ``(first, count)`` -- every ring GPADL -- or a
+u64 ``array``, 8 bytes a PFN rather than a Python int each.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final, overload
 
 from ._messages import (
     MAX_MESSAGE_SIZE,
@@ -36,6 +41,7 @@ __all__ = [
     "Gpadl",
     "GpadlAssembler",
     "GpadlError",
+    "PfnList",
     "decode_ranges",
     "gpadl_messages",
     "pfn_count",
@@ -58,16 +64,109 @@ def pfn_count(byte_count: int, byte_offset: int) -> int:
     return -(-(byte_offset + byte_count) // PAGE_SIZE)
 
 
+@final
+class PfnList(Sequence[int]):
+    """An immutable sequence of PFNs (u64), stored compactly: a contiguous run as
+    ``(first, count)``, anything else as an ``array('Q')``.
+
+    It reads like the tuple it replaces: indexing, slicing (a ``PfnList``), iteration, and
+    ``==``/``hash`` with any sequence of the same PFNs, a tuple included. ``run`` tells a
+    contiguous list in O(1).
+    """
+
+    __slots__ = ("_array", "_count", "_first")
+
+    _array: array[int] | None
+    _first: int
+    _count: int
+
+    def __init__(self, pfns: Iterable[int] = ()) -> None:
+        if isinstance(pfns, PfnList):
+            self._array, self._first, self._count = pfns._array, pfns._first, pfns._count
+            return
+        if isinstance(pfns, range) and pfns.step == 1 and len(pfns) and pfns.start >= 0:
+            if pfns.stop - 1 > 0xFFFF_FFFF_FFFF_FFFF:
+                raise OverflowError("PfnList: a PFN above 2**64 - 1")
+            self._array, self._first, self._count = None, pfns.start, len(pfns)
+            return
+        values = array("Q", pfns)    # OverflowError for a negative or over-64-bit value
+        n = len(values)
+        first = values[0] if n else 0
+        # A run when the last is first + n - 1 and the whole list equals that range (memcmp).
+        if n and values[-1] - first == n - 1 and values == array("Q", range(first, first + n)):
+            self._array, self._first, self._count = None, first, n
+        else:
+            self._array, self._first, self._count = values, 0, n
+
+    @property
+    def run(self) -> tuple[int, int] | None:
+        """``(first PFN, count)`` if the PFNs are contiguous and ascending, else ``None``."""
+        return (self._first, self._count) if self._array is None and self._count else None
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> int: ...
+    @overload
+    def __getitem__(self, index: slice) -> PfnList: ...
+    def __getitem__(self, index: int | slice) -> int | PfnList:
+        if self._array is not None:
+            item = self._array[index]
+            return PfnList(item) if isinstance(item, array) else item
+        positions = range(self._first, self._first + self._count)[index]
+        return PfnList(positions) if isinstance(positions, range) else positions
+
+    def __iter__(self) -> Iterator[int]:
+        if self._array is not None:
+            return iter(self._array)
+        return iter(range(self._first, self._first + self._count))
+
+    def __contains__(self, value: object) -> bool:
+        if self._array is None:
+            return value in range(self._first, self._first + self._count)
+        return value in self._array
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PfnList):
+            if self._array is None and other._array is None:
+                return (self._first, self._count) == (other._first, other._count)
+            return len(self) == len(other) and self._as_array() == other._as_array()
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes | bytearray):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other,
+                                                                          strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))    # equal to a tuple of the same PFNs, so hashed like one
+
+    def __repr__(self) -> str:
+        if self._array is None:
+            return f"PfnList(range({self._first:#x}, {self._first + self._count:#x}))"
+        return f"PfnList([{', '.join(f'{p:#x}' for p in self._array)}])"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._array is None:
+            return (PfnList, (range(self._first, self._first + self._count),))
+        return (PfnList, (self._array,))
+
+    def _as_array(self) -> array[int]:
+        if self._array is not None:
+            return self._array
+        return array("Q", range(self._first, self._first + self._count))
+
+
 @dataclass(slots=True, frozen=True)
 class GpaRange:
     """One range of a GPADL: ``byte_count`` bytes starting ``byte_offset`` bytes into the first
     of ``pfns``. Invariants: ``0 < byte_count < 2**32``, ``0 <= byte_offset < 4096``, and
-    ``len(pfns) == pfn_count(byte_count, byte_offset)``.
+    ``len(pfns) == pfn_count(byte_count, byte_offset)``. ``pfns`` may be given as any sequence
+    of ints and is kept as a ``PfnList``.
     """
 
     byte_count: int
     byte_offset: int
-    pfns: tuple[int, ...]
+    pfns: Sequence[int]
 
     def __post_init__(self) -> None:
         if not 0 < self.byte_count <= 0xFFFF_FFFF:
@@ -81,6 +180,8 @@ class GpaRange:
         if pfns and (min(pfns) < 0 or max(pfns) > _MAX_PFN):   # C loops; find it only if bad
             pfn = next(p for p in pfns if not 0 <= p <= _MAX_PFN)
             raise ValueError(f"GpaRange.pfns: found {pfn:#x}, expected a 52-bit PFN")
+        if not isinstance(pfns, PfnList):
+            object.__setattr__(self, "pfns", PfnList(pfns))
 
     def words(self) -> tuple[int, ...]:
         """This range as range-buffer words: its header word, then its PFNs."""
@@ -96,11 +197,16 @@ class Gpadl:
     ranges: tuple[GpaRange, ...]
 
     @property
-    def pfns(self) -> tuple[int, ...]:
-        """Every PFN of every range, in order."""
+    def pfns(self) -> Sequence[int]:
+        """Every PFN of every range, in order (a ``PfnList``)."""
         if len(self.ranges) == 1:
             return self.ranges[0].pfns
-        return tuple(itertools.chain.from_iterable(r.pfns for r in self.ranges))
+        return PfnList(itertools.chain.from_iterable(r.pfns for r in self.ranges))
+
+    @property
+    def page_count(self) -> int:
+        """How many PFNs the GPADL names (a page named twice counts twice)."""
+        return sum(len(r.pfns) for r in self.ranges)
 
 
 class GpadlError(ProtocolError):
@@ -187,7 +293,7 @@ def decode_ranges(words: Sequence[int], rangecount: int) -> tuple[GpaRange, ...]
         if offset >= PAGE_SIZE:
             raise ProtocolError(t, f"range[{index}].byte_offset", offset, "0..4095")
         n = pfn_count(count, offset)
-        pfns = tuple(words[pos + 1 : pos + 1 + n])
+        pfns = words[pos + 1 : pos + 1 + n]
         if len(pfns) != n:
             raise ProtocolError(t, f"range[{index}].pfns", f"{len(pfns)} PFNs",
                                 f"{n} for byte_count {count} and byte_offset {offset}")
@@ -206,7 +312,12 @@ class _Pending:
     relid: int
     rangecount: int
     total_words: int
-    words: list[int]
+    words: array[int]
+
+    @property
+    def pages(self) -> int:
+        """The most PFNs the announced ``range_buflen`` can hold (one word per range header)."""
+        return max(0, self.total_words - self.rangecount)
 
 
 class GpadlAssembler:
@@ -218,14 +329,23 @@ class GpadlAssembler:
     ``GpadlError`` for a duplicate id, a body for an id not in progress, a body that overflows
     the announced ``range_buflen``, a range buffer that does not decode into exactly
     ``rangecount`` ranges (underflow), or PFNs the callback refused. A failed GPADL is dropped.
+
+    It sets no limit itself: ``len()`` and ``pending_pages`` let the owner cap what a guest
+    may leave in progress (``ServerProtocol`` does, per VM).
     """
 
     def __init__(self, validate_pfns: Callable[[Sequence[int]], str | None] | None = None) -> None:
         self._validate_pfns = validate_pfns
         self._pending: dict[int, _Pending] = {}
+        self._pending_pages = 0
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    @property
+    def pending_pages(self) -> int:
+        """PFNs the headers in progress announced (``range_buflen`` / 8 less one word a range)."""
+        return self._pending_pages
 
     def in_progress(self, gpadl_id: int) -> int | None:
         """The relid of GPADL ``gpadl_id`` if it is still being assembled, else ``None``."""
@@ -238,8 +358,11 @@ class GpadlAssembler:
         """
         gone = [g for g, p in self._pending.items() if relid is None or p.relid == relid]
         for gpadl_id in gone:
-            del self._pending[gpadl_id]
+            self._drop(gpadl_id)
         return gone
+
+    def _drop(self, gpadl_id: int) -> None:
+        self._pending_pages -= self._pending.pop(gpadl_id).pages
 
     def feed(self, message: GpadlHeader | GpadlBody) -> Gpadl | None:
         """Take one GPADL message; see the class docstring for results and errors."""
@@ -250,12 +373,13 @@ class GpadlAssembler:
                                  "an id not already in progress",
                                  relid=message.child_relid, gpadl_id=message.gpadl_id)
             pending = _Pending(message.child_relid, message.rangecount,
-                               message.range_buflen // 8, list(message.data))
+                               message.range_buflen // 8, array("Q", message.data))
             if len(pending.words) > pending.total_words:
                 raise GpadlError(t, "size", f"{len(pending.words)} words",
                                  f"at most {pending.total_words} (range_buflen)",
                                  relid=message.child_relid, gpadl_id=message.gpadl_id)
             self._pending[message.gpadl_id] = pending
+            self._pending_pages += pending.pages
         else:
             t = ChannelMessageType.GPADL_BODY
             found = self._pending.get(message.gpadl_id)
@@ -266,14 +390,14 @@ class GpadlAssembler:
             pending = found
             room = pending.total_words - len(pending.words)
             if len(message.data) > room:
-                del self._pending[message.gpadl_id]
+                self._drop(message.gpadl_id)
                 raise GpadlError(t, "size", f"{len(message.data)} words",
                                  f"at most {room} (overflows range_buflen)",
                                  relid=pending.relid, gpadl_id=message.gpadl_id)
             pending.words.extend(message.data)
         if len(pending.words) < pending.total_words:
             return None
-        del self._pending[message.gpadl_id]
+        self._drop(message.gpadl_id)
         return self._complete(message.gpadl_id, pending)
 
     def _complete(self, gpadl_id: int, pending: _Pending) -> Gpadl:

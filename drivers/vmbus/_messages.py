@@ -840,6 +840,9 @@ class MessageSpec:
     direction: Direction
     #: A feature flag that must also have been granted (6.0 messages), else ``None``.
     feature: FeatureFlag | None = None
+    #: ``(size, features)`` of the forms that need, besides a 6.0 connection, at least one of
+    #: ``features`` granted; without, the bytes past the smaller form are ignored.
+    form_features: tuple[tuple[int, FeatureFlag], ...] = ()
 
     @property
     def variable(self) -> bool:
@@ -886,11 +889,25 @@ _ROWS: tuple[tuple[type[ChannelMessage], str, Direction, VmbusVersion | None, tu
     (Resume, "RESUME", _G2H, _V.WIN10_V6_0, (8,), FeatureFlag.PAUSE_RESUME),
 )
 
-#: Every channel message type except INVALID (0), by number (§3.2). CLOSE_RESERVED_CHANNEL's
-#: OpenVMM minimum is "0", i.e. any connected version. MODIFYCHANNEL's 4.1 minimum is from §3.4.
+#: Forms a feature unlocks (§3.2, §3.3): OpenChannel2 (156 bytes) is OpenVMM's parse choice only
+#: for ``Copper features:(guest_specified_signal_parameters | channel_interrupt_redirection)``
+#: (vmbus_core protocol.rs).
+_FORM_FEATURES: dict[ChannelMessageType, tuple[tuple[int, FeatureFlag], ...]] = {
+    ChannelMessageType.OPEN_CHANNEL: (
+        (OpenChannel.EXTENDED_SIZE,
+         FeatureFlag.GUEST_SPECIFIED_SIGNAL_PARAMETERS | FeatureFlag.CHANNEL_INTERRUPT_REDIRECTION),
+    ),
+}
+
+#: Every channel message type except INVALID (0), by number (§3.2). MODIFYCHANNEL's 4.1 minimum
+#: is from §3.4. CLOSE_RESERVED_CHANNEL's OpenVMM minimum is 0, which in OpenVMM's table means
+#: "may be received while disconnected" (vmbus_core protocol.rs), not "any connected version";
+#: here it needs a connection (WS2008). Reserved channels are not implemented, so the message is
+#: refused either way; revisit this row if they are.
 MESSAGES: Mapping[ChannelMessageType, MessageSpec] = MappingProxyType(
     {
-        cls.TYPE: MessageSpec(cls.TYPE, name, cls, cls.SIZE, sizes, min_version, direction, feature)
+        cls.TYPE: MessageSpec(cls.TYPE, name, cls, cls.SIZE, sizes, min_version, direction, feature,
+                              _FORM_FEATURES.get(cls.TYPE, ()))
         for cls, name, direction, min_version, sizes, feature in _ROWS
     }
 )
@@ -898,12 +915,18 @@ MESSAGES: Mapping[ChannelMessageType, MessageSpec] = MappingProxyType(
 _SPECS: dict[int, MessageSpec] = {int(t): spec for t, spec in MESSAGES.items()}
 
 
-def _form_size(spec: MessageSpec, data: bytes, version: VmbusVersion | None) -> int:
+def _form_size(
+    spec: MessageSpec, data: bytes, version: VmbusVersion | None, features: FeatureFlag | None
+) -> int:
     """How many bytes of ``data`` the form in use covers (the rest is ignored, as OpenVMM does)."""
     t, n = spec.type, len(data)
     newest = version is None or version >= VmbusVersion.WIN10_V6_0
     if t is ChannelMessageType.OPEN_CHANNEL:
-        return 156 if newest and version is not None and n >= 156 else 148
+        if version is None or not newest:
+            return spec.size
+        return max((size for size, needs in spec.form_features
+                    if n >= size and (features is None or features & needs)),
+                   default=spec.size)
     if t is ChannelMessageType.VERSION_RESPONSE:
         return max((s for s in spec.sizes if s <= n and (newest or s == 16)), default=16)
     if t is ChannelMessageType.TL_CONNECT_REQUEST:
@@ -958,7 +981,9 @@ def parse_message(
     type, direction, version (INITIATE_CONTACT and VERSION_RESPONSE are allowed at any time),
     feature, minimum size, and for GPADL messages that the PFN words fit ``range_buflen`` and
     ``rangecount``. Forms are told apart by length; the 6.0 extensions are decoded only when
-    ``version`` allows them. Raises ``ProtocolError``; never anything else.
+    ``version`` allows them, and a form that needs a feature (``MessageSpec.form_features``:
+    OpenChannel2) only when ``features`` grants one of them (or is ``None``, unchecked).
+    Raises ``ProtocolError``; never anything else.
     """
     if type(data) is not bytes:
         data = bytes(data)
@@ -988,4 +1013,4 @@ def parse_message(
     if not spec.sizes:
         _check_gpadl(spec, data)
         return spec.cls.unpack(data)
-    return spec.cls.unpack(data[: _form_size(spec, data, version)])
+    return spec.cls.unpack(data[: _form_size(spec, data, version, features)])

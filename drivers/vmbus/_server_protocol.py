@@ -13,7 +13,15 @@ The guest is untrusted: ``receive`` never raises for anything the guest sent. A 
 out-of-state message becomes ``notifier.protocol_error(ProtocolError)`` and changes nothing
 else (handlers check everything before they mutate); where the guest would otherwise wait
 forever for an answer (GPADL_CREATED, OPENCHANNEL_RESULT, MODIFYCHANNEL_RESPONSE), a failure
-status is sent as well. Mistakes in the *host's* calls raise ``ValueError``.
+status is sent as well -- also when the notifier's ``open_channel`` raises. Replies go out only
+at the versions the ``MESSAGES`` table allows them. Mistakes in the *host's* calls raise
+``ValueError``.
+
+What one guest can make the host hold is bounded per connection (per VM): GPADLs in progress,
+GPADLs created, and the pages they name (``max_pending_gpadls``, ``max_gpadls``,
+``max_gpadl_pages``). Past a limit the GPADL is refused like any other, with GPADL_CREATED
+0x8000FFFF, and the reason is reported. Versions below Win8 are refused unless
+``min_version`` allows them: their legacy signalling (§3.5(d)) is not implemented.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from ._gpadl import GPADL_STATUS_UNSUCCESSFUL, Gpadl, GpadlAssembler, GpadlError
 from ._messages import (
     MESSAGE_CONNECTION_ID,
     MESSAGE_CONNECTION_ID_MULTICLIENT,
+    MESSAGES,
     USER_DATA_SIZE,
     AllOffersDelivered,
     ChannelMessage,
@@ -40,6 +49,7 @@ from ._messages import (
     GpadlTeardown,
     GpadlTorndown,
     InitiateContact,
+    MessageSpec,
     ModifyChannel,
     ModifyChannelResponse,
     OfferChannel,
@@ -76,7 +86,9 @@ CHANNEL_CONNECTION_ID_BASE = 0x2000
 MAX_CHANNELS = 2047
 
 _STATUS_UNSUCCESSFUL = 0xC0000001  # NTSTATUS, §6.1 table
-_STATUS_INVALID_DEVICE_STATE = 0xC0000184 - (1 << 32)  # signed, as MODIFYCHANNEL_RESPONSE
+#: MODIFYCHANNEL_RESPONSE's refusal: OpenVMM's protocol::STATUS_UNSUCCESSFUL, 0x8000FFFF (the
+#: value §3.3 gives for GPADL_CREATED), as a signed i32 (channels.rs handle_modify_channel).
+_MODIFY_STATUS_UNSUCCESSFUL = GPADL_STATUS_UNSUCCESSFUL - (1 << 32)
 _STATUS_CONNECTION_REFUSED = 0xC0000236 - (1 << 32)  # TL_CONNECT_RESULT, §3.3
 _CONNECTION_FAILED_UNKNOWN = 2  # VERSION_RESPONSE connection_state, §3.3
 #: Offer flags a guest only sees when it negotiated the matching feature (OpenVMM, §3.3).
@@ -85,6 +97,25 @@ _GATED_FLAGS = (
      FeatureFlag.CONFIDENTIAL_CHANNELS),
     (OfferFlag.REQUIRE_PINNED_EXTERNAL_MEMORY, FeatureFlag.GPA_PINNING),
 )
+#: The OpenChannel2 fields (§3.3) and the feature that makes each valid; OpenVMM's
+#: handle_open_channel ignores a field whose feature was not granted.
+_OPEN2_FIELDS = (
+    ("connection_id", FeatureFlag.GUEST_SPECIFIED_SIGNAL_PARAMETERS),
+    ("event_flag", FeatureFlag.GUEST_SPECIFIED_SIGNAL_PARAMETERS),
+    ("flags", FeatureFlag.CHANNEL_INTERRUPT_REDIRECTION),
+)
+
+#: Default per-VM limits (see ``ServerProtocol``). A guest sends a GPADL's header and bodies
+#: back to back, so a well-behaved one has about one GPADL in progress per CPU sending.
+_DEFAULT_MAX_PENDING_GPADLS = 64
+#: Four GPADLs for each of the 2047 relids a VM can have (a ring plus a device's buffers).
+_DEFAULT_MAX_GPADLS = 8192
+#: 4 GiB of guest memory described; kept as PfnLists that is at most 8 MiB of host memory.
+_DEFAULT_MAX_GPADL_PAGES = 1 << 20
+#: The oldest version accepted by default: below Win8 a guest signals through the interrupt
+#: page (and connection 2 at WS2008, §3.5(d)), which this host does not implement. A host
+#: explicitly capped lower (max_version) accepts down to its cap.
+_DEFAULT_MIN_VERSION = VmbusVersion.WIN8
 
 
 class ChannelState(Enum):
@@ -130,7 +161,9 @@ class OpenRequest:
     #: Page offset of the host->guest ring inside ``gpadl`` (1 .. pages - 1).
     downstream_page_offset: int
     user_data: bytes
-    #: OpenChannel2 (6.0) fields, ``None`` in the 148-byte form.
+    #: OpenChannel2 (6.0) fields: ``None`` in the 148-byte form and where the feature that
+    #: makes the field valid was not granted (guest_specified_signal_parameters for
+    #: ``connection_id``/``event_flag``, channel_interrupt_redirection for ``flags``).
     connection_id: int | None = None
     event_flag: int | None = None
     flags: int | None = None
@@ -217,9 +250,23 @@ _T = ChannelMessageType
 class ServerProtocol:
     """The host's half of one guest's VMBus connection (see the module docstring).
 
-    ``max_version`` caps what the host accepts; ``features`` are the 6.0 feature flags it may
-    grant; ``validate_pfns`` checks a completed GPADL's PFNs against guest memory (return an
-    error reason, or ``None`` to accept).
+    ``max_version`` caps what the host accepts and ``min_version`` is the oldest it accepts.
+    By default that is Win8: WS2008 and Win7 get ``version_supported=0``, because their legacy
+    signalling (§3.5(d): the interrupt page, connection 2 at WS2008) is not implemented. A host
+    capped below Win8 (``max_version``) accepts down to its cap, as does one given
+    ``min_version=VmbusVersion.WS2008``; channels then still use Win8 dedicated interrupts.
+    ``features`` are the 6.0 feature flags it may grant;
+    ``validate_pfns`` checks a completed GPADL's PFNs against guest memory (return an error
+    reason, or ``None`` to accept).
+
+    Per-VM limits on GPADLs (a GPADL over a limit is refused with GPADL_CREATED 0x8000FFFF and
+    a ``protocol_error`` that names the limit, the relid and the GPADL id):
+
+    * ``max_pending_gpadls`` (default 64): GPADL_HEADERs whose bodies have not all arrived;
+    * ``max_gpadls`` (default 8192): GPADLs created and in progress;
+    * ``max_gpadl_pages`` (default 2**20, 4 GiB): PFNs named by created GPADLs plus PFNs the
+      headers in progress announce. A host that knows the guest's RAM should pass a multiple
+      of it (e.g. twice the guest's page count).
     """
 
     def __init__(
@@ -227,11 +274,30 @@ class ServerProtocol:
         *,
         notifier: ServerNotifier,
         max_version: VmbusVersion = VmbusVersion.WIN10_V6_0,
+        min_version: VmbusVersion | None = None,
         features: FeatureFlag = FeatureFlag(0),  # noqa: B008 (an immutable flag value)
         validate_pfns: Callable[[Sequence[int]], str | None] | None = None,
+        max_pending_gpadls: int = _DEFAULT_MAX_PENDING_GPADLS,
+        max_gpadls: int = _DEFAULT_MAX_GPADLS,
+        max_gpadl_pages: int = _DEFAULT_MAX_GPADL_PAGES,
     ) -> None:
+        if min_version is None:
+            min_version = min(_DEFAULT_MIN_VERSION, VmbusVersion(max_version))
+        if VmbusVersion(min_version) > VmbusVersion(max_version):
+            raise ValueError(f"min_version: found {VmbusVersion(min_version).name}, expected "
+                             f"at most max_version {VmbusVersion(max_version).name}")
+        for name, value in (("max_pending_gpadls", max_pending_gpadls),
+                            ("max_gpadls", max_gpadls), ("max_gpadl_pages", max_gpadl_pages)):
+            if value < 1:
+                raise ValueError(f"{name}: found {value}, expected at least 1")
         self._notifier = notifier
         self._max_version = VmbusVersion(max_version)
+        self._min_version = VmbusVersion(min_version)
+        self._max_pending_gpadls = max_pending_gpadls
+        self._max_gpadls = max_gpadls
+        self._max_gpadl_pages = max_gpadl_pages
+        self._gpadl_count = 0   # GPADLs created, on every channel
+        self._gpadl_pages = 0   # the PFNs they name
         self._supported_features = FeatureFlag(features)
         self._assembler = GpadlAssembler(validate_pfns)
         self._channels: dict[int, _Channel] = {}
@@ -274,6 +340,31 @@ class ServerProtocol:
     def offers_requested(self) -> bool:
         """Whether the guest sent REQUESTOFFERS on this connection."""
         return self._offers_requested
+
+    @property
+    def max_pending_gpadls(self) -> int:
+        """At most this many GPADLs may be in progress (header seen, bodies due)."""
+        return self._max_pending_gpadls
+
+    @property
+    def max_gpadls(self) -> int:
+        """At most this many GPADLs may exist, created or in progress."""
+        return self._max_gpadls
+
+    @property
+    def max_gpadl_pages(self) -> int:
+        """At most this many PFNs may be named by GPADLs created or in progress."""
+        return self._max_gpadl_pages
+
+    @property
+    def in_progress_gpadls(self) -> int:
+        """GPADLs whose header arrived and whose bodies have not all arrived."""
+        return len(self._assembler)
+
+    @property
+    def gpadl_pages(self) -> int:
+        """PFNs named by the GPADLs created on every channel."""
+        return self._gpadl_pages
 
     def channels(self) -> tuple[int, ...]:
         """The relids of every channel the host currently offers, ascending."""
@@ -374,8 +465,11 @@ class ServerProtocol:
         want = MESSAGE_CONNECTION_ID_MULTICLIENT if multiclient else MESSAGE_CONNECTION_ID
         if self._version is not None:
             self._disconnect()  # §3.5(g): a contact while connected forces a disconnect first
-        if requested not in VmbusVersion._value2member_map_ or requested > self._max_version:
-            self._notifier.send(VersionResponse(0))
+        if (
+            requested not in VmbusVersion._value2member_map_
+            or not self._min_version <= requested <= self._max_version
+        ):
+            self._notifier.send(VersionResponse(0))   # "try an older one" (§3.5(a) step 3.5)
             return
         version = VmbusVersion(requested)
         error: ProtocolError | None = None
@@ -431,6 +525,11 @@ class ServerProtocol:
     def _on_open_channel(self, msg: OpenChannel, connection_id: int) -> None:
         t = _T.OPEN_CHANNEL
         channel = self._guest_channel(t, msg.child_relid)
+        if channel.state is ChannelState.REVOKED:
+            # The guest opened before it saw the rescind: no answer, as OpenVMM's
+            # handle_open_channel (Revoked => {}); the guest drops the open when the rescind
+            # arrives, then releases the relid (§3.5(f)).
+            return
         if channel.state is not ChannelState.CLOSED:
             raise ProtocolError(t, "state", channel.state.value, "closed")
         gpadl = channel.gpadls.get(msg.ring_gpadl_id)
@@ -438,24 +537,60 @@ class ServerProtocol:
         if gpadl is None or msg.ring_gpadl_id in channel.teardown_pending:
             error = ProtocolError(t, "ring_gpadl_id", f"{msg.ring_gpadl_id:#x}",
                                   "a GPADL created on this channel")
-        elif not 0 < msg.downstream_ring_page_offset < len(gpadl.pfns):
+        elif not 0 < msg.downstream_ring_page_offset < gpadl.page_count:
             error = ProtocolError(t, "downstream_ring_page_offset",
-                                  msg.downstream_ring_page_offset, f"1..{len(gpadl.pfns) - 1}")
+                                  msg.downstream_ring_page_offset, f"1..{gpadl.page_count - 1}")
         if error is not None:
             self._notifier.send(OpenResult(msg.child_relid, msg.open_id, _STATUS_UNSUCCESSFUL))
             raise error
         assert gpadl is not None
+        assert self._version is not None
         channel.state = ChannelState.OPENING
         channel.ring_gpadl_id = msg.ring_gpadl_id
         channel.open_id = msg.open_id
+        open2 = {name: getattr(msg, name) if feature in self._features else None
+                 for name, feature in _OPEN2_FIELDS}
         request = OpenRequest(
-            msg.child_relid, msg.open_id, gpadl, msg.target_vp,
-            msg.downstream_ring_page_offset, msg.user_data,
-            msg.connection_id, msg.event_flag, msg.flags,
+            msg.child_relid, msg.open_id, gpadl,
+            # §3.4: OPENCHANNEL's target_vp is honoured from Win8; older hosts use 0.
+            msg.target_vp if self._version >= VmbusVersion.WIN8 else 0,
+            msg.downstream_ring_page_offset, msg.user_data, **open2,
         )
-        status = self._notifier.open_channel(channel.relid, request)
+        try:
+            status = self._notifier.open_channel(channel.relid, request)
+        except Exception as exc:  # the guest must hear back whatever the host's open did
+            self._open_raised(channel, exc)
+            return
         if status is not None and channel.state is ChannelState.OPENING:
             self._finish_open(channel, status)
+
+    def _open_raised(self, channel: _Channel, exc: Exception) -> None:
+        """``notifier.open_channel`` raised: fail the open (§3.5(c) step 4 wants a reply), let
+        the host undo whatever it had set up, and report the error."""
+        if channel.state is not ChannelState.OPENING:
+            # The notifier moved the channel on before raising (a rescind, say): whoever did
+            # that answered or silenced the guest already.
+            self._notifier.protocol_error(self._open_error(channel, exc))
+            return
+        try:
+            self._notifier.close_channel(channel.relid)   # still OPENING: within its contract
+        except Exception as close_exc:
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}; then close_channel raised "
+                               f"{type(close_exc).__name__}: {close_exc}")
+        self._finish_open(channel, _STATUS_UNSUCCESSFUL)
+        self._notifier.protocol_error(self._open_error(channel, exc))
+
+    @staticmethod
+    def _open_error(channel: _Channel, exc: Exception) -> ProtocolError:
+        if isinstance(exc, ProtocolError):
+            return exc
+        error = ProtocolError(
+            _T.OPEN_CHANNEL, "child_relid",
+            f"relid {channel.relid}, whose open raised in the host: {type(exc).__name__}: {exc}",
+            f"an open the host answers (OPENCHANNEL_RESULT {_STATUS_UNSUCCESSFUL:#x} was sent)",
+        )
+        error.__cause__ = exc
+        return error
 
     def _on_close_channel(self, msg: CloseChannel, connection_id: int) -> None:
         channel = self._guest_channel(_T.CLOSE_CHANNEL, msg.child_relid)
@@ -478,6 +613,12 @@ class ServerProtocol:
                 reason = ("a channel that is not revoked" if channel.state is
                           ChannelState.REVOKED else "an id not already in use on this channel")
                 raise ProtocolError(t, "gpadl_id", f"{msg.gpadl_id:#x}", reason)
+            over = self._over_gpadl_limit(msg)
+            if over is not None:
+                self._notifier.send(
+                    GpadlCreated(msg.child_relid, msg.gpadl_id, GPADL_STATUS_UNSUCCESSFUL)
+                )
+                raise over
         try:
             gpadl = self._assembler.feed(msg)
         except GpadlError as error:
@@ -502,7 +643,34 @@ class ServerProtocol:
         status = self._notifier.gpadl_created(gpadl)
         if status == 0:
             owner.gpadls[gpadl.gpadl_id] = gpadl
+            self._gpadl_count += 1
+            self._gpadl_pages += gpadl.page_count
         self._notifier.send(GpadlCreated(gpadl.relid, gpadl.gpadl_id, status))
+
+    def _over_gpadl_limit(self, msg: GpadlHeader) -> ProtocolError | None:
+        """The per-VM limit a new GPADL would break, as the error to report, else ``None``.
+        The pages are what ``range_buflen`` announces, so a GPADL is refused at its header,
+        before the host stores any of its bodies."""
+        t = _T.GPADL_HEADER
+        which = f"GPADL {msg.gpadl_id:#x} of relid {msg.child_relid}"
+        pending = len(self._assembler)
+        if pending >= self._max_pending_gpadls:
+            return ProtocolError(t, "gpadl_id", f"{which} with {pending} GPADLs in progress",
+                                 f"at most {self._max_pending_gpadls} in progress per VM "
+                                 "(max_pending_gpadls)")
+        count = self._gpadl_count + pending
+        if count >= self._max_gpadls:
+            return ProtocolError(t, "gpadl_id", f"{which} with {count} GPADLs created or in "
+                                 "progress", f"at most {self._max_gpadls} per VM (max_gpadls)")
+        pages = max(0, msg.range_buflen // 8 - msg.rangecount)
+        used = self._gpadl_pages + self._assembler.pending_pages
+        if used + pages > self._max_gpadl_pages:
+            return ProtocolError(t, "range_buflen",
+                                 f"{msg.range_buflen} ({which}: up to {pages} pages, "
+                                 f"{used} pages already described)",
+                                 f"at most {self._max_gpadl_pages} GPADL pages per VM "
+                                 "(max_gpadl_pages)")
+        return None
 
     def _on_gpadl_teardown(self, msg: GpadlTeardown, connection_id: int) -> None:
         t = _T.GPADL_TEARDOWN
@@ -531,33 +699,52 @@ class ServerProtocol:
             raise ProtocolError(t, "state", channel.state.value, "closed or revoked (§3.5(f))")
 
     def _on_unload(self, msg: Unload, connection_id: int) -> None:
-        version = self._version
+        answer = self._may_send(_T.UNLOAD_COMPLETE)   # from Win7 (§3.2)
         self._release_all()
-        if version is not None and version >= VmbusVersion.WIN7:
+        if answer:
             self._notifier.send(UnloadComplete())
         self._reset_connection()
         self._notifier.unloaded()
 
     def _on_modify_channel(self, msg: ModifyChannel, connection_id: int) -> None:
+        # From 5.3 every MODIFYCHANNEL is answered, a refusal with STATUS_UNSUCCESSFUL
+        # 0x8000FFFF whatever went wrong, an unknown channel included (OpenVMM channels.rs
+        # handle_modify_channel / send_modify_channel_response).
         t = _T.MODIFY_CHANNEL
-        channel = self._guest_channel(t, msg.child_relid)
-        respond = self._version is not None and self._version >= VmbusVersion.WIN10_V5_3
-        if channel.state is not ChannelState.OPEN:
+        respond = self._may_send(_T.MODIFY_CHANNEL_RESPONSE)
+        try:
+            channel = self._guest_channel(t, msg.child_relid)
+            if channel.state is not ChannelState.OPEN:
+                raise ProtocolError(t, "state", channel.state.value, "open")
+        except ProtocolError:
             if respond:
                 self._notifier.send(
-                    ModifyChannelResponse(msg.child_relid, _STATUS_INVALID_DEVICE_STATE)
+                    ModifyChannelResponse(msg.child_relid, _MODIFY_STATUS_UNSUCCESSFUL)
                 )
-            raise ProtocolError(t, "state", channel.state.value, "open")
+            raise
         status = self._notifier.modify_channel(channel.relid, msg.target_vp)
         if respond:
             self._notifier.send(ModifyChannelResponse(msg.child_relid, status))
 
     def _on_tl_connect(self, msg: TlConnectRequest, connection_id: int) -> None:
-        # hv_sock (§3.5(i)) has no provider here: refuse as OpenVMM does on failure.
-        self._notifier.send(TlConnectResult(msg.guest_endpoint_id, msg.host_service_id,
-                                            _STATUS_CONNECTION_REFUSED))
+        # hv_sock (§3.5(i)) has no provider here: refuse as OpenVMM does on failure, which it
+        # can only say where TL_CONNECT_RESULT exists, from 4.1 (send_tl_connect_result); at
+        # 4.0 the request goes unanswered.
+        if self._may_send(_T.TL_CONNECT_RESULT):
+            self._notifier.send(TlConnectResult(msg.guest_endpoint_id, msg.host_service_id,
+                                                _STATUS_CONNECTION_REFUSED))
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def _may_send(self, message_type: ChannelMessageType) -> bool:
+        """Whether the connection's version (and features) allow sending ``message_type``,
+        by its row of the ``MESSAGES`` table."""
+        spec: MessageSpec = MESSAGES[message_type]
+        if spec.min_version is not None and (
+            self._version is None or self._version < spec.min_version
+        ):
+            return False
+        return spec.feature is None or spec.feature in self._features
 
     def _host_channel(self, relid: int) -> _Channel:
         channel = self._channels.get(relid)
@@ -617,7 +804,9 @@ class ServerProtocol:
 
     def _drop_gpadl(self, channel: _Channel, gpadl_id: int) -> None:
         channel.teardown_pending.discard(gpadl_id)
-        del channel.gpadls[gpadl_id]
+        gpadl = channel.gpadls.pop(gpadl_id)
+        self._gpadl_count -= 1
+        self._gpadl_pages -= gpadl.page_count
         self._notifier.gpadl_torn_down(channel.relid, gpadl_id)
 
     def _remove(self, channel: _Channel) -> None:

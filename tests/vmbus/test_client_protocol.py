@@ -160,6 +160,23 @@ def test_offers_rescinds_and_release():
     assert sorted(client.offers) == [1]
 
 
+def test_rescind_while_an_open_is_in_flight_drops_it_so_the_relid_can_be_released():
+    # The host never answers an OPENCHANNEL on a revoked channel (OpenVMM handle_open_channel:
+    # Revoked => {}); Linux completes the waiter on rescind and releases the relid (§3.5(f)).
+    client, notifier = connected()
+    gpadl_id = with_gpadl(client, notifier)
+    client.open_channel(1, gpadl_id, 2)
+    notifier.take()
+    client.receive(RescindChannelOffer(1).pack())
+    assert not client.is_open(1)
+    client.teardown_gpadl(1, gpadl_id)
+    client.receive(GpadlTorndown(gpadl_id).pack())
+    client.release_relid(1)
+    assert notifier.take() == [(GpadlTeardown(1, gpadl_id), 1), (RelIdReleased(1), 1)]
+    assert notifier.errors == []
+    assert 1 not in client.offers
+
+
 def test_duplicate_offer_and_unknown_rescind_are_errors():
     client, notifier = connected()
     client.receive(offer(1).pack())

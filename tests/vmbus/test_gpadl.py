@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import sys
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -159,3 +162,57 @@ def test_discard_forgets_in_progress_gpadls_of_one_channel():
     assert assembler.discard(1) == [ID]
     assert assembler.in_progress(ID + 1) == 2
     assert assembler.discard() == [ID + 1]
+
+
+# --- compact PFN storage (audit 3b) ------------------------------------------------------------
+
+
+def test_a_contiguous_range_is_stored_as_a_run_and_still_reads_as_its_pfns():
+    from winhv.drivers.vmbus._gpadl import PfnList
+
+    pfns = GpaRange(8190 * 4096, 0, tuple(pages(8190))).pfns
+    assert isinstance(pfns, PfnList)
+    assert pfns.run == (0x1000, 8190)
+    assert sys.getsizeof(pfns) < 100          # not 8190 Python ints
+    assert len(pfns) == 8190
+    assert (pfns[0], pfns[-1], pfns[5:7]) == (0x1000, 0x1000 + 8189, (0x1005, 0x1006))
+    assert pfns == tuple(pages(8190)) == pfns   # equal to the tuple, both ways
+    assert hash(pfns) == hash(tuple(pages(8190)))
+    assert list(pfns) == pages(8190)
+
+
+def test_scattered_pfns_are_stored_as_u64_array_not_python_ints():
+    from winhv.drivers.vmbus._gpadl import PfnList
+
+    scattered = [0x1000 + 7 * i for i in range(8190)]
+    pfns = PfnList(scattered)
+    assert pfns.run is None
+    assert sys.getsizeof(pfns) + sys.getsizeof(pfns._array) < 8 * 8190 + 200
+    assert pfns == scattered
+    assert pfns != scattered[:-1]
+    assert pickle.loads(pickle.dumps(pfns)) == pfns
+
+
+def test_assembled_gpadl_pfns_are_compact_and_the_range_equals_its_tuple_form():
+    assembler = GpadlAssembler()
+    messages = gpadl_messages(1, ID, pages(300))
+    for m in messages[:-1]:
+        assert assembler.feed(m) is None
+    assert assembler.pending_pages == 300
+    gpadl = assembler.feed(messages[-1])
+    assert assembler.pending_pages == 0
+    assert gpadl.ranges[0].pfns.run == (0x1000, 300)
+    assert gpadl.ranges == (GpaRange(300 * 4096, 0, tuple(pages(300))),)
+    assert gpadl.page_count == 300
+
+
+def test_pending_pages_count_what_each_header_announces_until_it_completes_or_is_dropped():
+    assembler = GpadlAssembler()
+    assembler.feed(gpadl_messages(1, ID, pages(30))[0])
+    assembler.feed(gpadl_messages(2, ID + 1, pages(100))[0])
+    assert assembler.pending_pages == 130
+    assembler.discard(1)
+    assert assembler.pending_pages == 100
+    with pytest.raises(GpadlError):
+        assembler.feed(GpadlBody(1, ID + 1, tuple(range(80))))   # overflows: dropped
+    assert (len(assembler), assembler.pending_pages) == (0, 0)

@@ -94,6 +94,33 @@ def test_rescinding_one_device_leaves_the_others_running():
     assert_echo_works(loop, second.relid)
 
 
+def test_hot_remove_while_the_guests_open_is_in_flight_still_releases_the_relid():
+    # Audit finding 4 (/tmp/aud/h_rescind_race.py): the host rescinds before it sees the
+    # guest's OPENCHANNEL, so it never answers that open. The guest must drop the open, tear
+    # down the GPADL and send RELID_RELEASED, so the host's revoked channel goes (§3.5(f)).
+    loop = boot_vm([EchoVsc])
+    free_before = loop.guest.allocator.free_pages
+    server = loop.server
+    deliver = server.receive
+
+    def receive(payload: bytes, connection_id: int) -> None:
+        if payload[:4] == (5).to_bytes(4, "little"):      # OPENCHANNEL in flight ...
+            server.remove_device(int.from_bytes(payload[8:12], "little"))   # ... hot remove
+        deliver(payload, connection_id)
+
+    server.receive = receive   # type: ignore[method-assign]
+    device = server.add_device("echo", EchoVsp(), ECHO_IF)
+    loop.settle()
+    assert device.relid not in server.protocol.channels()     # RELID_RELEASED arrived
+    assert device.relid not in server.devices
+    assert device.relid not in loop.client.devices
+    assert device.relid not in loop.client.protocol.offers
+    assert loop.guest.allocator.free_pages == free_before
+    assert server._gpadls == {}
+    assert loop.client.errors == []
+    assert server.errors == []
+
+
 # -- unload and reconnect -----------------------------------------------------------------------
 
 

@@ -177,6 +177,24 @@ def test_open_channel_short_and_open_channel2_forms():
         7, 7, 0xE1E10, 3, 5)
 
 
+@pytest.mark.parametrize(
+    ("features", "long_form"),
+    [(FeatureFlag(0), False), (FeatureFlag.CLIENT_ID | FeatureFlag.PAUSE_RESUME, False),
+     (FeatureFlag.GUEST_SPECIFIED_SIGNAL_PARAMETERS, True),
+     (FeatureFlag.CHANNEL_INTERRUPT_REDIRECTION, True), (None, True)],
+)
+def test_open_channel2_form_needs_one_of_its_features_when_features_are_given(features,
+                                                                              long_form):
+    # OpenVMM protocol.rs: OpenChannel2 Copper features:(guest_specified_signal_parameters |
+    # channel_interrupt_redirection); features=None means "not checked" (as for 25..29).
+    long = OpenChannel(7, 7, 0xE1E10, 3, 5, connection_id=0x2007, event_flag=9, flags=1)
+    parsed = parse_message(long.pack(), version=NEWEST, direction=G2H, features=features)
+    assert parsed == (long if long_form else OpenChannel(7, 7, 0xE1E10, 3, 5))
+    assert MESSAGES[T.OPEN_CHANNEL].form_features == (
+        (156, FeatureFlag.GUEST_SPECIFIED_SIGNAL_PARAMETERS
+         | FeatureFlag.CHANNEL_INTERRUPT_REDIRECTION),)
+
+
 def test_initiate_contact_union_below_and_from_5_0():
     legacy = InitiateContact(VmbusVersion.WIN8_1, 1, interrupt_page=0x12345000,
                              monitor_page1=0x1000, monitor_page2=0x2000)

@@ -30,6 +30,7 @@ from winhv.drivers.vmbus.protocol import (
     OpenChannel,
     OpenReservedChannel,
     OpenResult,
+    ProtocolError,
     RelIdReleased,
     RequestOffers,
     RescindChannelOffer,
@@ -137,7 +138,7 @@ def test_contact_with_one_monitor_page_is_refused():
 
 
 def test_contact_below_win8_reports_failure_as_unsupported():
-    server, notifier = make()
+    server, notifier = make(min_version=V.WS2008)
     contact(server, V.WIN7, monitor_page2=0x1000)
     assert notifier.take() == [VersionResponse(0)]
 
@@ -411,7 +412,7 @@ def test_unload_releases_everything_then_answers():
 
 
 def test_unload_at_ws2008_has_no_response_message():
-    server, notifier, _ = connected(V.WS2008)
+    server, notifier, _ = connected(V.WS2008, min_version=V.WS2008)
     server.receive(Unload().pack())
     assert notifier.take() == []
     assert notifier.events[-1] == ("unloaded",)
@@ -446,7 +447,7 @@ def test_modify_channel_before_5_3_has_no_answer():
 def test_modify_channel_of_a_closed_channel_fails():
     server, notifier, (relid,) = connected()
     server.receive(ModifyChannel(relid, 1).pack())
-    assert notifier.take() == [ModifyChannelResponse(relid, 0xC0000184 - (1 << 32))]
+    assert notifier.take() == [ModifyChannelResponse(relid, 0x8000FFFF - (1 << 32))]
     assert notifier.errors[0].field == "state"
 
 
@@ -538,3 +539,140 @@ def test_offers_take_the_lowest_free_relid_and_a_withdrawn_key_may_be_offered_ag
     with pytest.raises(ValueError, match="second offer"):
         server.offer(params(4))
     assert server.offer(params(2)) == 7
+
+
+# --- audit fixes: every open is answered, replies only where the version has them ---------------
+
+
+class _RaisingOpenNotifier(RecordingServerNotifier):
+    """A host whose open_channel fails by raising (a hypercall or ring error in real glue)."""
+
+    def __init__(self, exc: Exception) -> None:
+        super().__init__()
+        self.exc = exc
+
+    def open_channel(self, relid, request):
+        super().open_channel(relid, request)
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("could not create the guest event port"),
+                                 KeyError("boom"),
+                                 ProtocolError(T.OPEN_CHANNEL, "target_vp", 5000, "a VP")])
+def test_an_open_the_host_raises_on_is_still_answered_with_a_failure_and_reported(exc):
+    notifier = _RaisingOpenNotifier(exc)
+    server = ServerProtocol(notifier=notifier)
+    relid = server.offer(params(1))
+    contact(server)
+    server.receive(RequestOffers().pack())
+    send_gpadl(server, relid)
+    notifier.take()
+    server.receive(OpenChannel(relid, 9, ID, 5000, 2).pack())
+    assert notifier.take() == [OpenResult(relid, 9, 0xC0000001)]
+    assert server.channel_state(relid) is ChannelState.CLOSED
+    assert ("close_channel", relid) in notifier.events   # the host may undo a half-done open
+    (error,) = notifier.errors
+    assert type(exc).__name__ in str(error) or error is exc
+    # The ring GPADL is free again: the guest can tear it down or open again.
+    server.receive(GpadlTeardown(relid, ID).pack())
+    assert notifier.take() == [GpadlTorndown(ID)]
+
+
+def test_an_open_of_a_channel_rescinded_meanwhile_is_ignored_silently():
+    # The guest sent OPENCHANNEL before it saw the rescind: OpenVMM ignores the open on a
+    # revoked channel (channels.rs handle_open_channel: Revoked | Reoffered => {}).
+    server, notifier, (relid,) = connected()
+    send_gpadl(server, relid)
+    server.rescind(relid)
+    notifier.take()
+    server.receive(OpenChannel(relid, relid, ID, 0, 2).pack())
+    assert notifier.take() == []
+    assert notifier.errors == []
+    assert server.channel_state(relid) is ChannelState.REVOKED
+
+
+def test_hv_sock_connect_at_4_0_gets_no_result_the_version_lacks_it():
+    # TL_CONNECT_RESULT exists from 4.1 (§3.2); OpenVMM's send_tl_connect_result checks
+    # Win10Rs3_0 before sending.
+    server, notifier, _ = connected(V.WIN10)
+    server.receive(TlConnectRequest(uuid.uuid4(), uuid.uuid4()).pack())
+    assert notifier.take() == []
+    assert notifier.errors == []
+
+
+@pytest.mark.parametrize("relid", [1, 77])
+def test_modify_channel_from_5_3_always_answers_a_refusal_with_status_unsuccessful(relid):
+    # OpenVMM handle_modify_channel: any error -> MODIFYCHANNEL_RESPONSE(STATUS_UNSUCCESSFUL
+    # 0x8000FFFF), an unknown channel included.
+    server, notifier, _ = connected(V.WIN10_V5_3)   # relid 1 offered, not open; 77 unknown
+    server.receive(ModifyChannel(relid, 1).pack())
+    assert notifier.take() == [ModifyChannelResponse(relid, 0x8000FFFF - (1 << 32))]
+    assert notifier.errors[0].field in ("state", "child_relid")
+
+
+def test_modify_channel_of_an_unknown_channel_before_5_3_has_no_answer():
+    server, notifier, _ = connected(V.WIN10_V5_2)
+    server.receive(ModifyChannel(77, 1).pack())
+    assert notifier.take() == []
+    assert notifier.errors[0].field == "child_relid"
+
+
+def _open2(relid: int) -> bytes:
+    return OpenChannel(relid, relid, ID, 0, 2, connection_id=0x4321, event_flag=7,
+                       flags=1).pack()
+
+
+@pytest.mark.parametrize(
+    ("granted", "expected"),
+    [(FeatureFlag(0), (None, None, None)),
+     (FeatureFlag.GUEST_SPECIFIED_SIGNAL_PARAMETERS, (0x4321, 7, None)),
+     (FeatureFlag.CHANNEL_INTERRUPT_REDIRECTION, (None, None, 1)),
+     (FeatureFlag.GUEST_SPECIFIED_SIGNAL_PARAMETERS | FeatureFlag.CHANNEL_INTERRUPT_REDIRECTION,
+      (0x4321, 7, 1))],
+)
+def test_open_channel2_fields_count_only_with_the_feature_that_makes_them_valid(granted, expected):
+    # §3.3: connection_id/event_flag are valid with guest_specified_signal_parameters, flags
+    # with channel_interrupt_redirection; OpenVMM's handle_open_channel ignores the others.
+    server, notifier = make(features=granted)
+    relid = server.offer(params(1))
+    contact(server, V.WIN10_V6_0, feature_flags=int(granted))
+    server.receive(RequestOffers().pack())
+    send_gpadl(server, relid)
+    server.receive(_open2(relid))
+    (_, _, request), = [e for e in notifier.events if e[0] == "open_channel"]
+    assert (request.connection_id, request.event_flag, request.flags) == expected
+    assert notifier.errors == []
+
+
+def test_contact_below_win8_is_refused_by_default_as_unsupported():
+    # §3.5(d): WS2008/Win7 need the interrupt page (and connection 2 at WS2008), which the
+    # host does not implement; version_supported=0 lets a guest fall back to Win8.
+    for version in (V.WS2008, V.WIN7):
+        server, notifier = make()
+        contact(server, version)
+        assert notifier.take() == [VersionResponse(0)]
+        assert server.version is None
+        assert notifier.errors == []
+    contact(server, V.WIN8)
+    assert server.version is V.WIN8
+
+
+def test_min_version_option_keeps_legacy_negotiation_but_ignores_target_vp_below_win8():
+    server, notifier, (relid,) = connected(V.WIN7, min_version=V.WS2008)
+    assert server.version is V.WIN7
+    send_gpadl(server, relid)
+    server.receive(OpenChannel(relid, relid, ID, 3, 2).pack())
+    (_, _, request), = [e for e in notifier.events if e[0] == "open_channel"]
+    assert request.target_vp == 0      # §3.4: target_vp is honoured from Win8 on
+
+
+def test_a_host_capped_below_win8_still_negotiates_its_cap():
+    # An explicit legacy cap (driver set vmbus_version = "0.13") keeps working as before.
+    server, notifier = make(max_version=V.WS2008)
+    contact(server, V.WS2008)
+    assert notifier.take() == [VersionResponse(1, 0, int(V.WS2008))]
+
+
+def test_min_version_above_max_version_is_a_host_error():
+    with pytest.raises(ValueError, match="min_version"):
+        make(min_version=V.WIN10, max_version=V.WIN8)
