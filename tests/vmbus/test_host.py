@@ -1,9 +1,11 @@
 """The root side: per-channel wiring (connection ids 0x2000 + relid, one root SIEF flag each;
 fact sheet §3.1, §3.5(d)), ring GPADLs checked against the guest's RAM, VSP faults contained
-to their device, 64 channels on one VM, and VM stop."""
+to their device, 64 channels on one VM, and VM stop (which gives the root's ports and ids back).
+Hostile guests against the same glue are in ``test_host_hostile``."""
 
 from __future__ import annotations
 
+import struct
 import time
 
 import pytest
@@ -21,7 +23,7 @@ from support.vmbus_io import (
 
 from winhv._status import HvStatus
 from winhv.drivers.vmbus._guest import DeviceState
-from winhv.drivers.vmbus._host import CHANNEL_CONNECTION_BASE, ROOT_EVENT_SINTS
+from winhv.drivers.vmbus._host import CHANNEL_CONNECTION_BASE, ROOT_EVENT_SINTS, VmbusServer
 from winhv.drivers.vmbus._server_protocol import ChannelState
 from winhv.drivers.vmbus.loopback import boot_host, boot_vm
 
@@ -249,6 +251,50 @@ def test_shutdown_closes_every_channel_stops_every_vsp_and_unroutes_the_vm():
     loop.guest.hv.WinHvPostMessage(1, 1, bytes(16))
     loop.run()
     assert_echo_works(other_vm)
+
+
+def _root(loop):
+    return loop.hv.partitions[loop.root.partition_id]
+
+
+def test_shutdown_gives_the_roots_ports_and_connections_back_for_the_next_vm():
+    machine = boot_host()
+    other_vm, _, _ = echo_vm("b", machine=machine)
+    root = _root(other_vm)
+    ports, connections = sorted(root.ports), sorted(root.connections)
+    loop, _vsp, _device = echo_vm("a", machine=machine)
+    stopped = set(loop.server._ports)
+    loop.server.shutdown()
+    assert (sorted(root.ports), sorted(root.connections)) == (ports, connections)
+    # Once the root has taken another VMBus message, the stopped VM's message ports can have
+    # left none in its SIM slot: their ids are free again.
+    other_vm.client.protocol.modify_channel(1, 0)
+    other_vm.run()
+    fresh = (loop.host._port_ids.next, loop.host._connection_ids.next)
+    third, _, _ = echo_vm("c", machine=machine)
+    assert set(third.server._ports) == stopped
+    assert (loop.host._port_ids.next, loop.host._connection_ids.next) == fresh
+    assert_echo_works(third)
+
+
+def test_a_message_left_by_a_stopped_vm_never_reaches_the_vm_that_reuses_its_port_id():
+    machine = boot_host()
+    loop, _vsp, _device = echo_vm("a", machine=machine)
+    # The guest's last message sits in the root's SIM slot when its VM stops.
+    loop.guest.hv.WinHvPostMessage(1, 1, struct.pack("<II", 0x1F, 0))
+    loop.server.shutdown()
+    third, _, _ = echo_vm("c", machine=machine)
+    assert third.server.errors == []
+    assert_echo_works(third)
+
+
+def test_the_per_vm_limits_are_constructor_keywords():
+    loop = boot_vm(connect=False)
+    part = loop.vid.create_partition("second", memory_mb=1)
+    server = VmbusServer(loop.host, part.partition_id, root_ram_page=part.root_ram_page,
+                         guest_pages=part.memory_pages, max_open_channels=3, outbox_limit=5)
+    assert (server.max_open_channels, server.outbox_limit) == (3, 5)
+    assert (loop.server.max_open_channels, loop.server.outbox_limit) == (256, 4096)
 
 
 def test_echo_payloads_survive_both_directions_at_once():
