@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from winhv.drivers.vmbus._channel import Channel, ChannelClosedError, ChannelError
 from winhv.drivers.vmbus._guest import DeviceState, GuestDevice, VmbusClient
-from winhv.drivers.vmbus._host import HostDevice, VmbusHost, VmbusServer
+from winhv.drivers.vmbus._host import VmbusHost
+from winhv.drivers.vmbus._server import HostDevice, VmbusServer
 from winhv.drivers.vmbus.device import DeviceContext, OfferSpec, Vsc, Vsp
 
 __all__ = [

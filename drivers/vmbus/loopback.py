@@ -19,7 +19,8 @@ from winhv.drivers.kernel import VMBUS_VECTOR, Kernel, PageAllocator
 from winhv.drivers.vid import Vid, VidPartition
 from winhv.drivers.vmbus._channel import Channel
 from winhv.drivers.vmbus._guest import DeviceState, GuestDevice, VmbusClient
-from winhv.drivers.vmbus._host import HostDevice, VmbusHost, VmbusServer
+from winhv.drivers.vmbus._host import VmbusHost
+from winhv.drivers.vmbus._server import HostDevice, VmbusServer
 from winhv.drivers.vmbus._versions import CLIENT_VERSIONS, VmbusVersion
 from winhv.drivers.vmbus.device import Vsc, Vsp
 

@@ -19,7 +19,8 @@ from winhv._status import HvStatus
 from winhv.drivers.kernel import Kernel, PageAllocator
 from winhv.drivers.vid import Vid, VidPartition
 from winhv.drivers.vmbus._guest import DeviceState, GuestDevice, VmbusClient
-from winhv.drivers.vmbus._host import HostDevice, VmbusHost, VmbusServer
+from winhv.drivers.vmbus._host import VmbusHost
+from winhv.drivers.vmbus._server import HostDevice, VmbusServer
 from winhv.drivers.vmms._spec import VmSpec
 from winhv.drivers.vmwp._port import PartitionPort
 

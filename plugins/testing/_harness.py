@@ -29,8 +29,8 @@ from typing import Any
 
 from winhv.drivers.vmbus._channel import Channel
 from winhv.drivers.vmbus._guest import GuestDevice
-from winhv.drivers.vmbus._host import HostDevice
 from winhv.drivers.vmbus._ring import Packet, PacketType
+from winhv.drivers.vmbus._server import HostDevice
 from winhv.drivers.vmbus.device import Vsc, Vsp
 
 from ._mock import MockError, MockHost, MockVm, open_device

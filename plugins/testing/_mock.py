@@ -29,9 +29,9 @@ from typing import Any
 from winhv._status import HvStatus
 from winhv.drivers.vmbus._channel import Channel
 from winhv.drivers.vmbus._guest import DeviceState, GuestDevice
-from winhv.drivers.vmbus._host import HostDevice
 from winhv.drivers.vmbus._messages import MESSAGES, ChannelMessage, ChannelMessageType
 from winhv.drivers.vmbus._ring import PacketType
+from winhv.drivers.vmbus._server import HostDevice
 from winhv.drivers.vmbus._versions import CLIENT_VERSIONS, VmbusVersion
 from winhv.drivers.vmbus.device import Vsc, Vsp
 from winhv.drivers.vmbus.loopback import Loopback, boot_host, boot_vm
