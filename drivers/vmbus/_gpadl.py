@@ -41,6 +41,7 @@ __all__ = [
     "Gpadl",
     "GpadlAssembler",
     "GpadlError",
+    "GpadlLimits",
     "PfnList",
     "decode_ranges",
     "gpadl_messages",
@@ -318,6 +319,55 @@ class _Pending:
     def pages(self) -> int:
         """The most PFNs the announced ``range_buflen`` can hold (one word per range header)."""
         return max(0, self.total_words - self.rangecount)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class GpadlLimits:
+    """What one guest (one VM's connection) may make the host hold in GPADLs.
+
+    A guest chooses how many GPADLs it describes and how large they are; the host keeps each
+    one, so each is checked against these at its GPADL_HEADER, from what ``range_buflen``
+    announces, before any body is stored (:meth:`refusal`).
+    """
+
+    #: GPADL_HEADERs whose bodies have not all arrived. A guest sends a GPADL's header and
+    #: bodies back to back, so a well-behaved one has about one in progress per CPU sending.
+    max_pending: int = 64
+    #: GPADLs created or in progress: four for each of the 2047 relids a VM can have.
+    max_gpadls: int = 8192
+    #: PFNs named by GPADLs created or in progress (a page named twice counts twice): 4 GiB
+    #: described, at most 8 MiB of host memory as PfnLists.
+    max_pages: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        for name in ("max_pending", "max_gpadls", "max_pages"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: found {getattr(self, name)}, expected at least 1")
+
+    def refusal(self, header: GpadlHeader, *, pending: int, pending_pages: int, created: int,
+                created_pages: int) -> ProtocolError | None:
+        """Why the GPADL ``header`` starts must be refused (the error to report, naming the
+        limit, the relid and the GPADL id), or ``None``."""
+        t = ChannelMessageType.GPADL_HEADER
+        which = f"GPADL {header.gpadl_id:#x} of relid {header.child_relid}"
+        if pending >= self.max_pending:
+            return ProtocolError(t, "gpadl_id", f"{which} with {pending} GPADLs in progress",
+                                 f"at most {self.max_pending} in progress per VM "
+                                 "(GpadlLimits.max_pending)")
+        if created + pending >= self.max_gpadls:
+            return ProtocolError(t, "gpadl_id", f"{which} with {created + pending} GPADLs "
+                                 "created or in progress",
+                                 f"at most {self.max_gpadls} per VM (GpadlLimits.max_gpadls)")
+        pages = max(0, header.range_buflen // 8 - header.rangecount)
+        used = created_pages + pending_pages
+        if used + pages > self.max_pages:
+            return ProtocolError(t, "range_buflen",
+                                 f"{header.range_buflen} ({which}: up to {pages} pages, "
+                                 f"{used} pages already described)",
+                                 f"at most {self.max_pages} GPADL pages per VM "
+                                 "(GpadlLimits.max_pages)")
+        return None
 
 
 class GpadlAssembler:

@@ -58,12 +58,8 @@ from winhv.drivers.vmbus._messages import (
     ChannelMessage,
 )
 from winhv.drivers.vmbus._ring import Ring, RingError
-from winhv.drivers.vmbus._server_protocol import (
-    ConnectionInfo,
-    OfferParams,
-    OpenRequest,
-    ServerProtocol,
-)
+from winhv.drivers.vmbus._server_notifier import ConnectionInfo, OfferParams, OpenRequest
+from winhv.drivers.vmbus._server_protocol import ServerProtocol
 from winhv.drivers.vmbus._versions import VmbusVersion
 from winhv.drivers.vmbus.device import DeviceContext, OfferSpec, Vsp
 

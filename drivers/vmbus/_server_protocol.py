@@ -18,10 +18,10 @@ at the versions the ``MESSAGES`` table allows them. Mistakes in the *host's* cal
 ``ValueError``.
 
 What one guest can make the host hold is bounded per connection (per VM): GPADLs in progress,
-GPADLs created, and the pages they name (``max_pending_gpadls``, ``max_gpadls``,
-``max_gpadl_pages``). Past a limit the GPADL is refused like any other, with GPADL_CREATED
-0x8000FFFF, and the reason is reported. Versions below Win8 are refused unless
-``min_version`` allows them: their legacy signalling (§3.5(d)) is not implemented.
+GPADLs created, and the pages they name (:class:`GpadlLimits`). Past a limit the GPADL is
+refused like any other, with GPADL_CREATED 0x8000FFFF, and the reason is reported. Versions
+below Win8 are refused unless ``min_version`` allows them: their legacy signalling (§3.5(d))
+is not implemented.
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Protocol
 
-from ._gpadl import GPADL_STATUS_UNSUCCESSFUL, Gpadl, GpadlAssembler, GpadlError
+from ._gpadl import GPADL_STATUS_UNSUCCESSFUL, Gpadl, GpadlAssembler, GpadlError, GpadlLimits
 from ._messages import (
     MESSAGE_CONNECTION_ID,
     MESSAGE_CONNECTION_ID_MULTICLIENT,
@@ -67,16 +65,12 @@ from ._messages import (
     VersionResponse,
     parse_message,
 )
+from ._server_notifier import ChannelState, ConnectionInfo, OfferParams, OpenRequest, ServerNotifier
 from ._versions import FeatureFlag, VmbusVersion
 
 __all__ = [
     "CHANNEL_CONNECTION_ID_BASE",
     "MAX_CHANNELS",
-    "ChannelState",
-    "ConnectionInfo",
-    "OfferParams",
-    "OpenRequest",
-    "ServerNotifier",
     "ServerProtocol",
 ]
 
@@ -105,129 +99,10 @@ _OPEN2_FIELDS = (
     ("flags", FeatureFlag.CHANNEL_INTERRUPT_REDIRECTION),
 )
 
-#: Default per-VM limits (see ``ServerProtocol``). A guest sends a GPADL's header and bodies
-#: back to back, so a well-behaved one has about one GPADL in progress per CPU sending.
-_DEFAULT_MAX_PENDING_GPADLS = 64
-#: Four GPADLs for each of the 2047 relids a VM can have (a ring plus a device's buffers).
-_DEFAULT_MAX_GPADLS = 8192
-#: 4 GiB of guest memory described; kept as PfnLists that is at most 8 MiB of host memory.
-_DEFAULT_MAX_GPADL_PAGES = 1 << 20
 #: The oldest version accepted by default: below Win8 a guest signals through the interrupt
 #: page (and connection 2 at WS2008, §3.5(d)), which this host does not implement. A host
 #: explicitly capped lower (max_version) accepts down to its cap.
 _DEFAULT_MIN_VERSION = VmbusVersion.WIN8
-
-
-class ChannelState(Enum):
-    """Where a channel stands, seen from the host."""
-
-    #: Offered (perhaps not yet to the guest) and not open.
-    CLOSED = "closed"
-    #: The guest sent OPENCHANNEL; the device has not answered yet.
-    OPENING = "opening"
-    #: Open: the device runs, interrupts flow.
-    OPEN = "open"
-    #: The host rescinded it; waiting for the guest's RELID_RELEASED.
-    REVOKED = "revoked"
-    #: The guest released the relid without a rescind; offered again on the next connection.
-    CLIENT_RELEASED = "client released"
-
-
-@dataclass(slots=True, frozen=True)
-class OfferParams:
-    """What the host offers: the fields of OFFERCHANNEL it chooses (§3.3)."""
-
-    interface_id: uuid.UUID
-    instance_id: uuid.UUID
-    #: ``OfferFlag`` bits; 0x2/0x4/0x8 reach the guest only with the matching feature.
-    flags: int = 0
-    mmio_megabytes: int = 0
-    #: Device-specific data, at most 120 bytes.
-    user_defined: bytes = b""
-    #: 0 for a primary channel, 1..n for sub-channels (same interface and instance ids).
-    sub_channel_index: int = 0
-    mmio_megabytes_optional: int = 0
-
-
-@dataclass(slots=True, frozen=True)
-class OpenRequest:
-    """A validated OPENCHANNEL, handed to the host with the ring GPADL already resolved."""
-
-    relid: int
-    open_id: int
-    #: The GPADL holding both rings: the guest->host ring first, then the host->guest one.
-    gpadl: Gpadl
-    target_vp: int
-    #: Page offset of the host->guest ring inside ``gpadl`` (1 .. pages - 1).
-    downstream_page_offset: int
-    user_data: bytes
-    #: OpenChannel2 (6.0) fields: ``None`` in the 148-byte form and where the feature that
-    #: makes the field valid was not granted (guest_specified_signal_parameters for
-    #: ``connection_id``/``event_flag``, channel_interrupt_redirection for ``flags``).
-    connection_id: int | None = None
-    event_flag: int | None = None
-    flags: int | None = None
-
-
-@dataclass(slots=True, frozen=True)
-class ConnectionInfo:
-    """What an accepted INITIATE_CONTACT established; the I/O layer needs it to deliver."""
-
-    version: VmbusVersion
-    #: Feature flags granted (always empty below 6.0).
-    features: FeatureFlag
-    #: VP that receives host control messages (honoured from 3.0; 0 before).
-    target_vcpu: int
-    #: SINT for host control messages: the guest's ``msg_sint`` from 5.0, else 2.
-    message_sint: int
-    #: Connection id the guest posts later messages to.
-    message_connection_id: int
-    #: Legacy interrupt page GPA (below 5.0), else 0.
-    interrupt_page: int
-    monitor_page1: int
-    monitor_page2: int
-    client_id: uuid.UUID | None = None
-
-
-class ServerNotifier(Protocol):
-    """What ``ServerProtocol`` needs from the host's I/O layer. Each method is called
-    synchronously from inside ``receive`` or a host API call.
-    """
-
-    def send(self, message: ChannelMessage) -> None:
-        """Post ``message`` to the guest (control messages: target_vcpu, message SINT)."""
-
-    def connected(self, info: ConnectionInfo) -> None:
-        """A version was accepted; called before the VERSION_RESPONSE is sent."""
-
-    def gpadl_created(self, gpadl: Gpadl) -> int:
-        """The guest described ``gpadl``; map it. Return 0, or a failure creation_status."""
-        ...
-
-    def gpadl_torn_down(self, relid: int, gpadl_id: int) -> None:
-        """Forget a GPADL mapped earlier (teardown, release, unload or reconnect)."""
-
-    def open_channel(self, relid: int, request: OpenRequest) -> int | None:
-        """Open the device. Return a status now (0 = success) or ``None`` and later call
-        ``ServerProtocol.open_result``.
-        """
-        ...
-
-    def close_channel(self, relid: int) -> None:
-        """Close the device of an open (or opening) channel."""
-
-    def modify_channel(self, relid: int, target_vp: int) -> int:
-        """Retarget the channel's interrupts to ``target_vp``; return a status (0 = success)."""
-        ...
-
-    def relid_released(self, relid: int) -> None:
-        """A rescinded channel is gone for good; its relid may be reused."""
-
-    def unloaded(self) -> None:
-        """The connection ended (UNLOAD or a new INITIATE_CONTACT); everything was released."""
-
-    def protocol_error(self, error: ProtocolError) -> None:
-        """The guest sent something invalid; the state machine ignored it."""
 
 
 @dataclass(slots=True, eq=False)
@@ -259,14 +134,11 @@ class ServerProtocol:
     ``validate_pfns`` checks a completed GPADL's PFNs against guest memory (return an error
     reason, or ``None`` to accept).
 
-    Per-VM limits on GPADLs (a GPADL over a limit is refused with GPADL_CREATED 0x8000FFFF and
-    a ``protocol_error`` that names the limit, the relid and the GPADL id):
-
-    * ``max_pending_gpadls`` (default 64): GPADL_HEADERs whose bodies have not all arrived;
-    * ``max_gpadls`` (default 8192): GPADLs created and in progress;
-    * ``max_gpadl_pages`` (default 2**20, 4 GiB): PFNs named by created GPADLs plus PFNs the
-      headers in progress announce. A host that knows the guest's RAM should pass a multiple
-      of it (e.g. twice the guest's page count).
+    ``gpadl_limits`` bound the GPADLs the guest may make the host hold (by default 64 in
+    progress, 8192 in all and 2**20 pages; see :class:`GpadlLimits`): a GPADL over a limit is
+    refused with GPADL_CREATED 0x8000FFFF and a ``protocol_error`` that names the limit, the
+    relid and the GPADL id. A host that knows the guest's RAM should pass a page budget in
+    proportion to it.
     """
 
     def __init__(
@@ -277,25 +149,17 @@ class ServerProtocol:
         min_version: VmbusVersion | None = None,
         features: FeatureFlag = FeatureFlag(0),  # noqa: B008 (an immutable flag value)
         validate_pfns: Callable[[Sequence[int]], str | None] | None = None,
-        max_pending_gpadls: int = _DEFAULT_MAX_PENDING_GPADLS,
-        max_gpadls: int = _DEFAULT_MAX_GPADLS,
-        max_gpadl_pages: int = _DEFAULT_MAX_GPADL_PAGES,
+        gpadl_limits: GpadlLimits = GpadlLimits(),  # noqa: B008 (frozen)
     ) -> None:
         if min_version is None:
             min_version = min(_DEFAULT_MIN_VERSION, VmbusVersion(max_version))
         if VmbusVersion(min_version) > VmbusVersion(max_version):
             raise ValueError(f"min_version: found {VmbusVersion(min_version).name}, expected "
                              f"at most max_version {VmbusVersion(max_version).name}")
-        for name, value in (("max_pending_gpadls", max_pending_gpadls),
-                            ("max_gpadls", max_gpadls), ("max_gpadl_pages", max_gpadl_pages)):
-            if value < 1:
-                raise ValueError(f"{name}: found {value}, expected at least 1")
         self._notifier = notifier
         self._max_version = VmbusVersion(max_version)
         self._min_version = VmbusVersion(min_version)
-        self._max_pending_gpadls = max_pending_gpadls
-        self._max_gpadls = max_gpadls
-        self._max_gpadl_pages = max_gpadl_pages
+        self._gpadl_limits = gpadl_limits
         self._gpadl_count = 0   # GPADLs created, on every channel
         self._gpadl_pages = 0   # the PFNs they name
         self._supported_features = FeatureFlag(features)
@@ -342,19 +206,9 @@ class ServerProtocol:
         return self._offers_requested
 
     @property
-    def max_pending_gpadls(self) -> int:
-        """At most this many GPADLs may be in progress (header seen, bodies due)."""
-        return self._max_pending_gpadls
-
-    @property
-    def max_gpadls(self) -> int:
-        """At most this many GPADLs may exist, created or in progress."""
-        return self._max_gpadls
-
-    @property
-    def max_gpadl_pages(self) -> int:
-        """At most this many PFNs may be named by GPADLs created or in progress."""
-        return self._max_gpadl_pages
+    def gpadl_limits(self) -> GpadlLimits:
+        """What this guest may make the host hold in GPADLs."""
+        return self._gpadl_limits
 
     @property
     def in_progress_gpadls(self) -> int:
@@ -613,7 +467,9 @@ class ServerProtocol:
                 reason = ("a channel that is not revoked" if channel.state is
                           ChannelState.REVOKED else "an id not already in use on this channel")
                 raise ProtocolError(t, "gpadl_id", f"{msg.gpadl_id:#x}", reason)
-            over = self._over_gpadl_limit(msg)
+            over = self._gpadl_limits.refusal(
+                msg, pending=len(self._assembler), pending_pages=self._assembler.pending_pages,
+                created=self._gpadl_count, created_pages=self._gpadl_pages)
             if over is not None:
                 self._notifier.send(
                     GpadlCreated(msg.child_relid, msg.gpadl_id, GPADL_STATUS_UNSUCCESSFUL)
@@ -646,31 +502,6 @@ class ServerProtocol:
             self._gpadl_count += 1
             self._gpadl_pages += gpadl.page_count
         self._notifier.send(GpadlCreated(gpadl.relid, gpadl.gpadl_id, status))
-
-    def _over_gpadl_limit(self, msg: GpadlHeader) -> ProtocolError | None:
-        """The per-VM limit a new GPADL would break, as the error to report, else ``None``.
-        The pages are what ``range_buflen`` announces, so a GPADL is refused at its header,
-        before the host stores any of its bodies."""
-        t = _T.GPADL_HEADER
-        which = f"GPADL {msg.gpadl_id:#x} of relid {msg.child_relid}"
-        pending = len(self._assembler)
-        if pending >= self._max_pending_gpadls:
-            return ProtocolError(t, "gpadl_id", f"{which} with {pending} GPADLs in progress",
-                                 f"at most {self._max_pending_gpadls} in progress per VM "
-                                 "(max_pending_gpadls)")
-        count = self._gpadl_count + pending
-        if count >= self._max_gpadls:
-            return ProtocolError(t, "gpadl_id", f"{which} with {count} GPADLs created or in "
-                                 "progress", f"at most {self._max_gpadls} per VM (max_gpadls)")
-        pages = max(0, msg.range_buflen // 8 - msg.rangecount)
-        used = self._gpadl_pages + self._assembler.pending_pages
-        if used + pages > self._max_gpadl_pages:
-            return ProtocolError(t, "range_buflen",
-                                 f"{msg.range_buflen} ({which}: up to {pages} pages, "
-                                 f"{used} pages already described)",
-                                 f"at most {self._max_gpadl_pages} GPADL pages per VM "
-                                 "(max_gpadl_pages)")
-        return None
 
     def _on_gpadl_teardown(self, msg: GpadlTeardown, connection_id: int) -> None:
         t = _T.GPADL_TEARDOWN

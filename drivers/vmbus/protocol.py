@@ -29,6 +29,7 @@ from ._gpadl import (
     Gpadl,
     GpadlAssembler,
     GpadlError,
+    GpadlLimits,
     GpaRange,
     PfnList,
     decode_ranges,
@@ -80,16 +81,14 @@ from ._messages import (
     VersionResponse,
     parse_message,
 )
-from ._server_protocol import (
-    CHANNEL_CONNECTION_ID_BASE,
-    MAX_CHANNELS,
+from ._server_notifier import (
     ChannelState,
     ConnectionInfo,
     OfferParams,
     OpenRequest,
     ServerNotifier,
-    ServerProtocol,
 )
+from ._server_protocol import CHANNEL_CONNECTION_ID_BASE, MAX_CHANNELS, ServerProtocol
 from ._versions import (
     CLIENT_VERSIONS,
     FeatureFlag,
@@ -133,6 +132,7 @@ __all__ = [
     "GpadlCreated",
     "GpadlError",
     "GpadlHeader",
+    "GpadlLimits",
     "GpadlTeardown",
     "GpadlTorndown",
     "InitiateContact",

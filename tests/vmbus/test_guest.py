@@ -18,7 +18,7 @@ from support.vmbus_io import (
 )
 
 from winhv.drivers.vmbus._guest import DeviceState
-from winhv.drivers.vmbus._server_protocol import ChannelState
+from winhv.drivers.vmbus._server_notifier import ChannelState
 from winhv.drivers.vmbus.loopback import boot_host, boot_vm
 
 # -- hot add and hot remove ---------------------------------------------------------------------

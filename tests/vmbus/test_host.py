@@ -25,7 +25,7 @@ from winhv._status import HvStatus
 from winhv.drivers.vmbus._guest import DeviceState
 from winhv.drivers.vmbus._host import CHANNEL_CONNECTION_BASE, ROOT_EVENT_SINTS
 from winhv.drivers.vmbus._server import VmbusServer
-from winhv.drivers.vmbus._server_protocol import ChannelState
+from winhv.drivers.vmbus._server_notifier import ChannelState
 from winhv.drivers.vmbus.loopback import boot_host, boot_vm
 
 # -- wiring -------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from winhv.drivers.vmbus._channel import ChannelError
 from winhv.drivers.vmbus._guest import DeviceState
 from winhv.drivers.vmbus._messages import InitiateContact, TlConnectRequest
 from winhv.drivers.vmbus._server import HostDevice, VmbusServer
-from winhv.drivers.vmbus._server_protocol import ChannelState
+from winhv.drivers.vmbus._server_notifier import ChannelState
 from winhv.drivers.vmbus._versions import VmbusVersion
 from winhv.drivers.vmbus.loopback import Loopback, boot_host, boot_vm
 from winhv.drivers.vmbus.ring import READ_INDEX_OFFSET, WRITE_INDEX_OFFSET

@@ -17,6 +17,7 @@ from winhv.drivers.vmbus.protocol import (
     GPADL_STATUS_UNSUCCESSFUL,
     GpadlCreated,
     GpadlHeader,
+    GpadlLimits,
     GpadlTeardown,
     GpadlTorndown,
     InitiateContact,
@@ -31,7 +32,7 @@ from winhv.drivers.vmbus.protocol import (
 
 def connected(**limits) -> tuple[ServerProtocol, RecordingServerNotifier, int]:
     notifier = RecordingServerNotifier()
-    server = ServerProtocol(notifier=notifier, **limits)
+    server = ServerProtocol(notifier=notifier, gpadl_limits=GpadlLimits(**limits))
     relid = server.offer(OfferParams(uuid.UUID(int=1), uuid.UUID(int=2)))
     server.receive(InitiateContact(VmbusVersion.WIN10_V5_3, msg_sint=2).pack(), 4)
     server.receive(RequestOffers().pack())
@@ -51,12 +52,11 @@ def send(server: ServerProtocol, relid: int, gpadl_id: int, pages: int) -> None:
 
 def test_defaults_are_documented_and_generous_for_real_guests():
     server, _, _ = connected()
-    assert (server.max_pending_gpadls, server.max_gpadls, server.max_gpadl_pages) == (
-        64, 8192, 1 << 20)
+    assert server.gpadl_limits == GpadlLimits(max_pending=64, max_gpadls=8192, max_pages=1 << 20)
 
 
 def test_gpadls_in_progress_are_capped_and_the_next_header_is_refused_with_a_reason():
-    server, notifier, relid = connected(max_pending_gpadls=3)
+    server, notifier, relid = connected(max_pending=3)
     for gpadl_id in (1, 2, 3):
         server.receive(header_only(relid, gpadl_id, 100))
     assert notifier.take() == []
@@ -65,12 +65,12 @@ def test_gpadls_in_progress_are_capped_and_the_next_header_is_refused_with_a_rea
     (error,) = notifier.errors
     assert str(error) == (
         "GPADL_HEADER.gpadl_id: found GPADL 0x4 of relid 1 with 3 GPADLs in progress, "
-        "expected at most 3 in progress per VM (max_pending_gpadls)")
+        "expected at most 3 in progress per VM (GpadlLimits.max_pending)")
     assert server.in_progress_gpadls == 3
 
 
 def test_a_completed_gpadl_frees_its_in_progress_slot():
-    server, notifier, relid = connected(max_pending_gpadls=1)
+    server, notifier, relid = connected(max_pending=1)
     send(server, relid, 1, 100)
     send(server, relid, 2, 100)
     assert notifier.take() == [GpadlCreated(relid, 1, 0), GpadlCreated(relid, 2, 0)]
@@ -78,12 +78,12 @@ def test_a_completed_gpadl_frees_its_in_progress_slot():
 
 
 def test_gpadl_pages_per_vm_are_budgeted_and_the_budget_comes_back_at_teardown():
-    server, notifier, relid = connected(max_gpadl_pages=250)
+    server, notifier, relid = connected(max_pages=250)
     send(server, relid, 1, 200)
     send(server, relid, 2, 60)                     # 260 > 250: refused at the header
     assert notifier.take() == [GpadlCreated(relid, 1, 0),
                                GpadlCreated(relid, 2, GPADL_STATUS_UNSUCCESSFUL)]
-    assert "max_gpadl_pages" in str(notifier.errors[0])
+    assert "GpadlLimits.max_pages" in str(notifier.errors[0])
     assert "relid 1" in str(notifier.errors[0])
     assert server.gpadl_pages == 200
     server.receive(GpadlTeardown(relid, 1).pack())
@@ -94,11 +94,11 @@ def test_gpadl_pages_per_vm_are_budgeted_and_the_budget_comes_back_at_teardown()
 
 
 def test_pages_of_gpadls_in_progress_count_against_the_budget():
-    server, notifier, relid = connected(max_gpadl_pages=150)
+    server, notifier, relid = connected(max_pages=150)
     server.receive(header_only(relid, 1, 100))     # bodies pending: 100 pages reserved
     server.receive(header_only(relid, 2, 100))
     assert notifier.take() == [GpadlCreated(relid, 2, GPADL_STATUS_UNSUCCESSFUL)]
-    assert "max_gpadl_pages" in str(notifier.errors[0])
+    assert "GpadlLimits.max_pages" in str(notifier.errors[0])
 
 
 def test_the_number_of_gpadls_per_vm_is_capped():
@@ -107,11 +107,11 @@ def test_the_number_of_gpadls_per_vm_is_capped():
         send(server, relid, gpadl_id, 1)
     assert notifier.take() == [GpadlCreated(relid, 1, 0), GpadlCreated(relid, 2, 0),
                                GpadlCreated(relid, 3, GPADL_STATUS_UNSUCCESSFUL)]
-    assert "max_gpadls" in str(notifier.errors[0])
+    assert "GpadlLimits.max_gpadls" in str(notifier.errors[0])
 
 
 def test_unload_gives_every_page_and_slot_back():
-    server, notifier, relid = connected(max_gpadl_pages=300, max_pending_gpadls=1)
+    server, notifier, relid = connected(max_pages=300, max_pending=1)
     send(server, relid, 1, 200)
     server.receive(header_only(relid, 2, 50))
     assert (server.gpadl_pages, server.in_progress_gpadls, notifier.errors) == (200, 1, [])
@@ -121,7 +121,7 @@ def test_unload_gives_every_page_and_slot_back():
 
 def test_the_audit_flood_of_headers_stays_bounded():
     # /tmp/aud/c_pending.py: 20,000 headers of 8190-page GPADLs whose bodies never come used
-    # to be held forever (~9 MB). Now at most max_pending_gpadls are held, each refused one
+    # to be held forever (~9 MB). Now at most GpadlLimits.max_pending are held, each refused one
     # is answered.
     server, notifier, relid = connected()
     words = (4096 * 8190, *range(16, 42))
@@ -133,7 +133,7 @@ def test_the_audit_flood_of_headers_stays_bounded():
     assert {m.status for m in refused} == {GPADL_STATUS_UNSUCCESSFUL}
 
 
-@pytest.mark.parametrize("limit", ["max_pending_gpadls", "max_gpadls", "max_gpadl_pages"])
+@pytest.mark.parametrize("limit", ["max_pending", "max_gpadls", "max_pages"])
 def test_limits_must_be_positive(limit):
     with pytest.raises(ValueError, match=limit):
-        ServerProtocol(notifier=RecordingServerNotifier(), **{limit: 0})
+        GpadlLimits(**{limit: 0})

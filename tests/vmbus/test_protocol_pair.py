@@ -210,12 +210,13 @@ def test_protocol_namespace_exports_exactly_the_public_names_of_its_modules():
         _client_protocol,
         _gpadl,
         _messages,
+        _server_notifier,
         _server_protocol,
         _versions,
         protocol,
     )
 
-    modules = (_versions, _messages, _gpadl, _server_protocol, _client_protocol)
+    modules = (_versions, _messages, _gpadl, _server_notifier, _server_protocol, _client_protocol)
     expected = {name for module in modules for name in module.__all__}
     assert len(protocol.__all__) == len(set(protocol.__all__)) == len(expected)
     assert set(protocol.__all__) == expected
