@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,10 @@ class WorkerError(RuntimeError):
 class Worker:
     """One VM's worker. ``notify(event, **details)`` reports device and channel events."""
 
+    #: Errors a worker keeps (the oldest go first); its VMBus server rate-limits what it
+    #: passes on, but guest faults arrive one by one.
+    ERRORS_KEPT = 256
+
     def __init__(self, spec: VmSpec, *, hypervisor: Any, root: Kernel, vmbus: VmbusHost,
                  vid: Vid, notify: Callable[..., Any] | None = None,
                  vmbus_version: Any = None) -> None:
@@ -56,7 +61,8 @@ class Worker:
         self.guest: Kernel | None = None
         self.client: VmbusClient | None = None
         self.host_devices: dict[str, HostDevice] = {}
-        self.errors: list[str] = []
+        #: The worker's last ``ERRORS_KEPT`` errors (a guest decides how many there are).
+        self.errors: deque[str] = deque(maxlen=self.ERRORS_KEPT)
         self.powered_off = False
         #: Why the worker (or its guest) failed; VMMS marks the VM FAILED on its next update.
         self.failure: str | None = None

@@ -138,3 +138,16 @@ def test_a_guest_crash_fails_only_its_vm() -> None:
     assert host.vmms.get("calm").state is S.RUNNING
     assert replies == [b"echo:calm"]
     assert ping(host, "calm", b"again") == [b"echo:again"]
+
+
+def test_a_guest_faulting_without_end_leaves_a_bounded_record() -> None:
+    # Guest faults reach the worker one by one (the VMBus server rate-limits its own): the
+    # worker keeps the last ERRORS_KEPT, and the VM runs on.
+    host = make_host(echo_spec("noisy"))
+    start_all(host)
+    worker: Any = host.vmms.get("noisy").worker
+    for i in range(3 * Worker.ERRORS_KEPT):
+        worker.guest.on_fault("timer", RuntimeError(f"fault {i}"))
+    assert len(worker.errors) == Worker.ERRORS_KEPT
+    assert worker.errors[-1].endswith(f"fault {3 * Worker.ERRORS_KEPT - 1}")
+    assert ping(host, "noisy", b"still") == [b"echo:still"]
