@@ -13,11 +13,10 @@ VM from taking the flags the others need.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from winhv.drivers.kernel import Kernel
 
@@ -60,11 +59,47 @@ class HostError(RuntimeError):
     names the VM, what the host was doing and the status."""
 
 
+class Undo:
+    """The inverses of a transaction's steps, run newest first if the transaction fails.
+
+    ``with Undo() as undo:`` register each step's inverse with ``undo.callback(fn, *args)``
+    right after the step; call ``undo.commit()`` once everything succeeded. If the block
+    raises before that, every registered inverse runs (one that raises is logged, and the
+    rest still run) and the exception goes on. A list of calls rather than an ``ExitStack``:
+    a channel open registers about six and bring-up opens dozens of channels.
+    """
+
+    __slots__ = ("_steps",)
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+
+    def __enter__(self) -> Undo:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        steps = self._steps
+        while steps:
+            fn, args, kwargs = steps.pop()
+            try:
+                fn(*args, **kwargs)
+            except Exception:
+                _log.exception("undoing a failed VMBus transaction: %r raised", fn)
+        return False
+
+    def callback(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        self._steps.append((fn, args, kwargs))
+
+    def commit(self) -> None:
+        """Everything succeeded: forget the inverses."""
+        self._steps.clear()
+
+
 class _Pool(Generic[_T]):
     """``count`` host-wide resources (ids, SIEF flags): ``make(i)`` is the ``i``-th. Given
     back ones are reused first (last in, first out).
 
-    ``take(undo)`` registers on ``undo`` (an ``ExitStack``) the exact inverse of the take, so a
+    ``take(undo)`` registers on ``undo`` (an :class:`Undo`) the exact inverse of the take, so a
     transaction that fails part way leaves the pool as it found it.
     """
 
@@ -78,7 +113,7 @@ class _Pool(Generic[_T]):
         #: Taken ones that must not come back (the hypervisor still has them).
         self.retired: set[_T] = set()
 
-    def take(self, undo: contextlib.ExitStack | None = None) -> _T:
+    def take(self, undo: Undo | None = None) -> _T:
         if self.free:
             value = self.free.pop()
             if undo is not None:
@@ -153,7 +188,7 @@ class VmbusHost:
     def _next_flag(self) -> int:
         return self._flags.next
 
-    def take_flag(self, undo: contextlib.ExitStack | None = None) -> tuple[int, int]:
+    def take_flag(self, undo: Undo | None = None) -> tuple[int, int]:
         """A free (root SINT, flag) pair for one channel's guest->host signal (flag 0 is
         never a channel, as on Hyper-V). Raises (a ``RuntimeError``) when none is left."""
         return self._flags.take(undo)
@@ -161,7 +196,7 @@ class VmbusHost:
     def give_flag(self, flag: tuple[int, int]) -> None:
         self._flags.give(flag)
 
-    def new_port_id(self, undo: contextlib.ExitStack | None = None) -> int:
+    def new_port_id(self, undo: Undo | None = None) -> int:
         """A root port id no live root port has (``RuntimeError`` when none is left)."""
         return self._port_ids.take(undo)
 
@@ -173,7 +208,7 @@ class VmbusHost:
         else:
             self._port_ids.give(port_id)
 
-    def new_connection_id(self, undo: contextlib.ExitStack | None = None) -> int:
+    def new_connection_id(self, undo: Undo | None = None) -> int:
         """A root connection id no live root connection has (``RuntimeError`` when none is
         left)."""
         return self._connection_ids.take(undo)

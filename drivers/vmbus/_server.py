@@ -25,9 +25,7 @@ for the guest (``outbox_limit``) and recorded errors (``ERRORS_KEPT``).
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import itertools
 import logging
 import struct
 import uuid
@@ -50,12 +48,14 @@ from winhv.drivers.vmbus._host import (
     VMBUS_MESSAGE_TYPE,
     VMBUS_SINT,
     HostError,
+    Undo,
     VmbusHost,
 )
 from winhv.drivers.vmbus._messages import (
     MESSAGE_CONNECTION_ID,
     MESSAGE_CONNECTION_ID_MULTICLIENT,
     ChannelMessage,
+    ChannelMessageType,
 )
 from winhv.drivers.vmbus._ring import Ring, RingError
 from winhv.drivers.vmbus._server_notifier import ConnectionInfo, OfferParams, OpenRequest
@@ -165,7 +165,7 @@ class VmbusServer:
         self._to_guest: int | None = None   # root connection id to the guest's message port
         self._guest_message_port = 1
         self._path: tuple[int, int] | None = None   # (SINT, VP) of the guest's message port
-        self._outbox: deque[tuple[str, bytes]] = deque()   # (message type name, message)
+        self._outbox: deque[tuple[ChannelMessageType, bytes]] = deque()   # (type, message)
         self._retries = 0
         self._retry_pending = False   # a retry timer is set: it, not send(), drains next
         self._ports: list[int] = []
@@ -176,7 +176,7 @@ class VmbusServer:
                                        **kwargs)
         hv = self.root.hv
         root_id = self.root.partition_id
-        with contextlib.ExitStack() as undo:
+        with Undo() as undo:
             for connection_id in (MESSAGE_CONNECTION_ID, MESSAGE_CONNECTION_ID_MULTICLIENT):
                 port = self._create_root_port(undo, "create the root message port",
                                               HvPortType.MESSAGE, message=True,
@@ -189,7 +189,7 @@ class VmbusServer:
                 undo.callback(host.unroute, port)
                 self._ports.append(port)
             self._path_to_guest(VMBUS_SINT, 0)
-            undo.pop_all()
+            undo.commit()
         host.servers[partition_id] = self
 
     def __repr__(self) -> str:
@@ -227,7 +227,7 @@ class VmbusServer:
 
     # -- root ports and connections ------------------------------------------------------------
 
-    def _create_root_port(self, undo: contextlib.ExitStack, what: str, port_type: int, *,
+    def _create_root_port(self, undo: Undo, what: str, port_type: int, *,
                           message: bool = False, **info: int) -> int:
         """A new root port the guest's connections may reach; deleted again by ``undo``."""
         port = self.host.new_port_id(undo)
@@ -307,15 +307,15 @@ class VmbusServer:
     # -- ServerNotifier ------------------------------------------------------------------------
 
     def send(self, message: ChannelMessage) -> None:
-        kind = message.TYPE.name
+        kind = message.TYPE   # named only in an error: Enum.name is a Python property
         if self._to_guest is None:
-            self._error(f"cannot send {kind}: the guest is not connected")
+            self._error(f"cannot send {kind.name}: the guest is not connected")
             return
         if len(self._outbox) >= self.outbox_limit:
             # The guest is not taking its messages (it never frees its SINT's slot) but keeps
             # asking: what it asks for now is lost, not the host's memory.
             self.outbox_dropped += 1
-            self._error(f"{kind} to the guest dropped: {len(self._outbox)} control messages "
+            self._error(f"{kind.name} to the guest dropped: {len(self._outbox)} control messages "
                         f"already wait for its SINT {self._path[0] if self._path else '?'} "
                         f"(at most {self.outbox_limit})")
             return
@@ -341,7 +341,7 @@ class VmbusServer:
                 self.root.call_later(POST_RETRY_NS << min(self._retries, 10), self._retry)
                 return
             if status != HvStatus.SUCCESS:
-                self._error(f"posting {kind} to the guest failed: {status}; dropped")
+                self._error(f"posting {kind.name} to the guest failed: {status}; dropped")
             self._retries = 0
             self._outbox.popleft()
 
@@ -381,7 +381,7 @@ class VmbusServer:
             self._disconnect_root(self._to_guest)
             hv.WinHvDeletePort(pid, self._guest_message_port)
             self._to_guest = self._path = None
-        with contextlib.ExitStack() as undo:
+        with Undo() as undo:
             self._check(hv.WinHvCreatePort(pid, self._guest_message_port, HvPortType.MESSAGE,
                                            connection_partition_id=self.root.partition_id,
                                            target_sint=sint, target_vp=vp),
@@ -391,7 +391,7 @@ class VmbusServer:
             self._check(hv.WinHvConnectPort(self.root.partition_id, connection, pid,
                                             self._guest_message_port, HvPortType.MESSAGE),
                         "connect to the guest's message port")
-            undo.pop_all()
+            undo.commit()
         self._to_guest = connection
         self._path = (sint, vp)
 
@@ -503,7 +503,7 @@ class VmbusServer:
         if len(ranges) != 1 or ranges[0].byte_offset != 0:
             raise ValueError("expected one range starting at offset 0")
         pfns = ranges[0].pfns
-        if any(b != a + 1 for a, b in itertools.pairwise(pfns)):
+        if pfns.run is None and len(pfns) > 1:   # a PfnList knows whether it is one run
             raise ValueError("ring pages are not contiguous guest pages")
         split = request.downstream_page_offset
         if not 2 <= split <= len(pfns) - 2:
@@ -522,7 +522,7 @@ class VmbusServer:
         root_id = self.root.partition_id
         pid = self.partition_id
         relid = request.relid
-        with contextlib.ExitStack() as undo:
+        with Undo() as undo:
             # An id is all the channel needs to signal; the connection is made last.
             root_connection = self.host.new_connection_id(undo)
             channel = Channel(side="host", relid=relid, interface_id=device.interface_id,
@@ -552,7 +552,7 @@ class VmbusServer:
             if status == HvStatus.INVALID_CONNECTION_ID:
                 self.host.retire_connection_id(root_connection)   # someone else has it
             self._check(status, f"connect the root's signal of relid {relid}")
-            undo.pop_all()
+            undo.commit()
         return _OpenChannel(device, channel, root_port, flag, guest_port, root_connection)
 
     def close_channel(self, relid: int) -> None:

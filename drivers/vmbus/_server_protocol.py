@@ -403,7 +403,7 @@ class ServerProtocol:
         channel.ring_gpadl_id = msg.ring_gpadl_id
         channel.open_id = msg.open_id
         open2 = {name: getattr(msg, name) if feature in self._features else None
-                 for name, feature in _OPEN2_FIELDS}
+                 for name, feature in _OPEN2_FIELDS} if msg.connection_id is not None else {}
         request = OpenRequest(
             msg.child_relid, msg.open_id, gpadl,
             # §3.4: OPENCHANNEL's target_vp is honoured from Win8; older hosts use 0.

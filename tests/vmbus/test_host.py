@@ -304,3 +304,28 @@ def test_echo_payloads_survive_both_directions_at_once():
     reply = request(loop, device.channel, b"guest second")
     assert reply == ECHO_PREFIX + b"guest second"
     assert device.driver.unsolicited == [b"host first"]
+
+
+def test_a_failed_transaction_runs_every_inverse_newest_first_even_past_one_that_raises(caplog):
+    from winhv.drivers.vmbus._host import Undo
+
+    done: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("inverse failed")
+
+    def transaction() -> None:
+        with Undo() as undo:
+            undo.callback(done.append, "first")
+            undo.callback(broken)
+            undo.callback(done.append, "last")
+            raise KeyError("step failed")
+
+    with pytest.raises(KeyError):
+        transaction()
+    assert done == ["last", "first"]
+    assert "inverse failed" in caplog.text
+    with Undo() as undo:
+        undo.callback(done.append, "never")
+        undo.commit()
+    assert done == ["last", "first"]
