@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Row", "median_ns", "print_rows"]
+__all__ = ["Row", "interleaved_ns", "median_ns", "print_rows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +39,27 @@ def median_ns(run: Callable[[int], object], count: int, repeats: int = 7) -> flo
         run(count)
         samples.append((time.perf_counter_ns() - start) / count)
     return statistics.median(samples)
+
+
+def interleaved_ns(
+    runs: Sequence[tuple[Callable[[int], object], int]], repeats: int = 7
+) -> list[float]:
+    """Median nanoseconds per operation of each ``(run, count)``, timed in turns.
+
+    Each round times one run of every workload, one after the other, so a slow patch of the
+    machine (another job, a frequency change) falls on all of them alike and the ratios
+    between them hold; timing one workload's repeats back to back lets such a patch land on
+    one side of a ratio only. Each workload gets one untimed warm-up run first.
+    """
+    for run, count in runs:
+        run(max(1, count // 10))
+    samples: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for taken, (run, count) in zip(samples, runs, strict=True):
+            start = time.perf_counter_ns()
+            run(count)
+            taken.append((time.perf_counter_ns() - start) / count)
+    return [statistics.median(taken) for taken in samples]
 
 
 def print_rows(rows: list[Row], *, file=None) -> None:

@@ -4,7 +4,8 @@ Run ``python -m benchmarks ring`` or ``python -m benchmarks.bench_ring`` from th
 root, or ``python benchmarks/bench_ring.py``; ``--quick`` shortens every loop.
 ``run(quick)`` returns :class:`benchmarks._harness.Row` values like every other benchmark.
 Each figure is a median of repeated runs (``time.perf_counter_ns``), and every ratio is taken
-between workloads timed in the same process, because these machines are noisy.
+between workloads timed in turns in the same process (``interleaved_ns``), because these
+machines are noisy.
 
 Every ratio compares the same workload on both rings, driven the same way from Python:
 
@@ -40,7 +41,7 @@ from pathlib import Path
 if not __package__:  # run as a script: make ``benchmarks`` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import Row, median_ns, print_rows
+from benchmarks._harness import Row, interleaved_ns, median_ns, print_rows
 from benchmarks._pyring import PyRing
 from winhv.drivers.vmbus.ring import Ring, RingReader, RingWriter
 
@@ -173,15 +174,29 @@ def run(quick: bool = False) -> list[Row]:
     def many(size: int) -> int:
         return 200_000 if size < 4096 else 5_000
 
-    compiled = {s: ns(_compiled_single(s), many(s)) for s in SIZES}
-    python = {s: ns(_python_single(s), many(s) // 10) for s in SIZES}
-    copy = {s: ns(_copy(s), 200_000 if s < 4096 else 20_000) for s in SIZES}
+    def pair(*runs: tuple[Callable[[int], object], int]) -> list[float]:
+        # Each ratio's sides are timed in turns (see interleaved_ns): a noisy moment of the
+        # machine then slows both sides, not one.
+        return interleaved_ns([(run, max(BATCH, int(count * scale))) for run, count in runs])
+
+    compiled: dict[int, float] = {}
+    python: dict[int, float] = {}
+    copy: dict[int, float] = {}
+    for s in SIZES:
+        compiled[s], python[s], copy[s] = pair(
+            (_compiled_single(s), many(s)),
+            (_python_single(s), many(s) // 10),
+            (_copy(s), 200_000 if s < 4096 else 20_000),
+        )
     untouched = ns(_compiled_single(64, touch=False), 200_000)
-    c_packets = ns(_compiled_batch_packets(64), 256_000)
-    c_packets_untouched = ns(_compiled_batch_packets(64, touch=False), 256_000)
-    c_payloads = ns(_compiled_batch_payloads(64), 256_000)
-    py_packets = ns(_python_batch_packets(64), 25_600)
-    py_payloads = ns(_python_batch_payloads(64), 25_600)
+    c_packets, py_packets, c_packets_untouched = pair(
+        (_compiled_batch_packets(64), 256_000),
+        (_python_batch_packets(64), 25_600),
+        (_compiled_batch_packets(64, touch=False), 256_000),
+    )
+    c_payloads, py_payloads = pair(
+        (_compiled_batch_payloads(64), 256_000), (_python_batch_payloads(64), 25_600)
+    )
 
     rows: list[Row] = []
     for size in SIZES:
