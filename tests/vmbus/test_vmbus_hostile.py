@@ -75,6 +75,35 @@ def test_random_control_messages_never_escape_the_host(posts):
     assert b.server.errors == []
 
 
+def _host_holds(vm: Loopback) -> dict[str, int]:
+    """How much of what every VM shares is in use: the host's pools, routes, root wiring."""
+    host = vm.host
+    root = vm.hv.partitions[vm.root.partition_id]
+
+    def used(pool) -> int:
+        return pool.next - len(pool.free)
+
+    return {"flags": used(host._flags), "port ids": used(host._port_ids),
+            "connection ids": used(host._connection_ids), "routes": len(host._routes),
+            "root ports": len(root.ports), "root connections": len(root.connections)}
+
+
+@settings(max_examples=25)
+@given(posts=_posts)
+def test_whatever_a_guest_sent_its_vm_stopping_gives_back_all_it_held(posts):
+    # Whatever the guest did, once its VM's server shuts down the host holds exactly what it
+    # holds when the same VM stops right after boot: no flag, id, route or port leaks.
+    reference, _ = _machine()
+    reference.server.shutdown()
+    a, b = _machine()
+    for connection, data in posts:
+        a.guest.hv.WinHvPostMessage(connection, 1, data)
+        a.settle()
+    a.server.shutdown()
+    assert _host_holds(a) == _host_holds(reference)
+    assert_echo_works(b)
+
+
 def test_a_contact_naming_a_sint_that_does_not_exist_is_answered_on_sint_2():
     a, b = _machine()
     # msg_sint 200: there is no such SINT, so the host cannot create that port.
