@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -28,6 +27,7 @@ from winhv.drivers.kernel import Kernel
 from winhv.drivers.vmbus._channel import Channel
 from winhv.drivers.vmbus._client_protocol import ClientProtocol
 from winhv.drivers.vmbus._messages import ChannelMessage, InitiateContact, OfferChannel
+from winhv.drivers.vmbus._outbox import Outbox
 from winhv.drivers.vmbus._ring import Ring
 from winhv.drivers.vmbus._versions import CLIENT_VERSIONS, VmbusVersion
 from winhv.drivers.vmbus.device import Vsc
@@ -38,9 +38,6 @@ _log = logging.getLogger("winhv.vmbus")
 
 VMBUS_MESSAGE_TYPE = 1
 VMBUS_SINT = 2
-POST_RETRIES = 100
-POST_RETRY_NS = 10_000
-_RETRY = (HvStatus.INSUFFICIENT_BUFFERS, HvStatus.INSUFFICIENT_MEMORY)
 
 
 class DeviceState(Enum):
@@ -114,9 +111,11 @@ class VmbusClient:
         self.errors: list[str] = []
         self.connected_version: VmbusVersion | None = None
         self.offers_complete = False
-        self._outbox: deque[tuple[bytes, int, bool]] = deque()
-        self._retries = 0
-        self._retry_pending = False   # a retry timer is set: it, not send(), drains next
+        #: (message, connection id, is INITIATE_CONTACT), posted in order, retried while the
+        #: host's SINT is full.
+        self._outbox: Outbox[tuple[bytes, int, bool]] = Outbox(
+            self._post, call_later=kernel.call_later if kernel.clock is not None else None,
+            on_failure=self._post_failed)
         self.protocol = ClientProtocol(notifier=self, versions=versions,
                                        target_vcpu=kernel.vp_index)
         kernel.on_message(VMBUS_SINT, self._on_message)
@@ -156,34 +155,18 @@ class VmbusClient:
         self.protocol.receive(message[16:16 + min(message[4], 240)])
 
     def send(self, message: ChannelMessage, connection_id: int) -> None:
-        self._outbox.append((message.pack(), connection_id, isinstance(message,
-                                                                       InitiateContact)))
-        if not self._retry_pending:
-            self._drain()
-        # else: the head is waiting for its retry; this message goes out after it.
+        self._outbox.put((message.pack(), connection_id, isinstance(message, InitiateContact)))
 
-    def _retry(self) -> None:
-        self._retry_pending = False
-        self._drain()
+    def _post(self, item: tuple[bytes, int, bool]) -> Any:
+        return self.kernel.hv.WinHvPostMessage(item[1], VMBUS_MESSAGE_TYPE, item[0])
 
-    def _drain(self) -> None:
-        hv = self.kernel.hv
-        while self._outbox:
-            data, connection_id, contact = self._outbox[0]
-            status = hv.WinHvPostMessage(connection_id, VMBUS_MESSAGE_TYPE, data)
-            if status in _RETRY and self._retries < POST_RETRIES and \
-                    self.kernel.clock is not None:
-                self._retries += 1
-                self._retry_pending = True
-                self.kernel.call_later(POST_RETRY_NS << min(self._retries, 10), self._retry)
-                return
-            self._retries = 0
-            self._outbox.popleft()
-            if status == HvStatus.INVALID_CONNECTION_ID and contact:
-                self.protocol.contact_rejected()   # an older host: try the next version
-            elif status != HvStatus.SUCCESS:
-                self._error(f"posting a VMBus message to connection {connection_id} "
-                            f"failed: {status}")
+    def _post_failed(self, item: tuple[bytes, int, bool], status: Any) -> None:
+        _data, connection_id, contact = item
+        if status == HvStatus.INVALID_CONNECTION_ID and contact:
+            self.protocol.contact_rejected()   # an older host: try the next version
+        else:
+            self._error(f"posting a VMBus message to connection {connection_id} "
+                        f"failed: {status}")
 
     # -- ClientNotifier ------------------------------------------------------------------------
 

@@ -37,9 +37,6 @@ ROOT_EVENT_SINTS = (2, 3, 4, 5, 6, 7)
 CHANNEL_CONNECTION_BASE = 0x2000
 #: NTSTATUS answered to an OPENCHANNEL the host cannot honour (STATUS_UNSUCCESSFUL).
 STATUS_UNSUCCESSFUL = 0xC0000001
-#: Host->guest message retries on INSUFFICIENT_BUFFERS, as Linux does (§1.7).
-POST_RETRIES = 100
-POST_RETRY_NS = 10_000
 #: Port and connection ids are 24 bits (HvCallCreatePort/HvCallConnectPort, §1.7).
 ID_LIMIT = 0xFF_FFFF
 #: No VP index reaches this (HV_MAXIMUM_PROCESSORS on x64; HvCallCreateVp refuses it). The

@@ -42,8 +42,6 @@ from winhv.drivers.vmbus._gpadl import Gpadl
 from winhv.drivers.vmbus._host import (
     CHANNEL_CONNECTION_BASE,
     MAX_VPS,
-    POST_RETRIES,
-    POST_RETRY_NS,
     STATUS_UNSUCCESSFUL,
     VMBUS_MESSAGE_TYPE,
     VMBUS_SINT,
@@ -57,6 +55,7 @@ from winhv.drivers.vmbus._messages import (
     ChannelMessage,
     ChannelMessageType,
 )
+from winhv.drivers.vmbus._outbox import Outbox
 from winhv.drivers.vmbus._ring import Ring, RingError
 from winhv.drivers.vmbus._server_notifier import ConnectionInfo, OfferParams, OpenRequest
 from winhv.drivers.vmbus._server_protocol import ServerProtocol
@@ -67,7 +66,6 @@ __all__ = ["HostDevice", "VmbusServer"]
 
 _log = logging.getLogger("winhv.vmbus")
 
-_FAILED = (HvStatus.INSUFFICIENT_BUFFERS, HvStatus.INSUFFICIENT_MEMORY)
 _GONE_PORT = (HvStatus.SUCCESS, HvStatus.INVALID_PORT_ID)
 _GONE_CONNECTION = (HvStatus.SUCCESS, HvStatus.INVALID_CONNECTION_ID)
 
@@ -152,7 +150,6 @@ class VmbusServer:
         self.on_error = on_error
         self.max_open_channels = (self.MAX_OPEN_CHANNELS if max_open_channels is None
                                   else max_open_channels)
-        self.outbox_limit = self.OUTBOX_LIMIT if outbox_limit is None else outbox_limit
         self.devices: dict[int, HostDevice] = {}
         self._errors: deque[str] = deque(maxlen=self.ERRORS_KEPT)
         #: Every error this server recorded (``errors`` keeps only the last ones).
@@ -165,9 +162,10 @@ class VmbusServer:
         self._to_guest: int | None = None   # root connection id to the guest's message port
         self._guest_message_port = 1
         self._path: tuple[int, int] | None = None   # (SINT, VP) of the guest's message port
-        self._outbox: deque[tuple[ChannelMessageType, bytes]] = deque()   # (type, message)
-        self._retries = 0
-        self._retry_pending = False   # a retry timer is set: it, not send(), drains next
+        #: (type, message) for the guest, posted in order, retried while its SINT is full.
+        self._outbox: Outbox[tuple[ChannelMessageType, bytes]] = Outbox(
+            self._post, call_later=self.root.call_later, on_failure=self._post_failed,
+            limit=self.OUTBOX_LIMIT if outbox_limit is None else outbox_limit)
         self._ports: list[int] = []
         kwargs: dict[str, Any] = {}
         if max_version is not None:
@@ -194,6 +192,15 @@ class VmbusServer:
 
     def __repr__(self) -> str:
         return f"<VmbusServer {self.name} devices={len(self.devices)} open={len(self._open)}>"
+
+    @property
+    def outbox_limit(self) -> int | None:
+        """How many control messages may wait for the guest (see the class docstring)."""
+        return self._outbox.limit
+
+    @outbox_limit.setter
+    def outbox_limit(self, limit: int | None) -> None:
+        self._outbox.limit = limit
 
     @property
     def errors(self) -> list[str]:
@@ -311,39 +318,21 @@ class VmbusServer:
         if self._to_guest is None:
             self._error(f"cannot send {kind.name}: the guest is not connected")
             return
-        if len(self._outbox) >= self.outbox_limit:
+        if not self._outbox.put((kind, message.pack())):
             # The guest is not taking its messages (it never frees its SINT's slot) but keeps
             # asking: what it asks for now is lost, not the host's memory.
             self.outbox_dropped += 1
             self._error(f"{kind.name} to the guest dropped: {len(self._outbox)} control messages "
                         f"already wait for its SINT {self._path[0] if self._path else '?'} "
                         f"(at most {self.outbox_limit})")
-            return
-        self._outbox.append((kind, message.pack()))
-        if not self._retry_pending:
-            self._drain()
-        # else: the port's buffers were full a moment ago; the message waits its turn behind
-        # the head, which the one pending retry reposts. Posting it now would only fail again
-        # (and each failure used to set one more retry timer).
 
-    def _retry(self) -> None:
-        self._retry_pending = False
-        self._drain()
+    def _post(self, item: tuple[ChannelMessageType, bytes]) -> Any:
+        if self._to_guest is None:
+            return None   # no path to the guest now: the message waits
+        return self.root.hv.WinHvPostMessage(self._to_guest, VMBUS_MESSAGE_TYPE, item[1])
 
-    def _drain(self) -> None:
-        hv = self.root.hv
-        while self._outbox and self._to_guest is not None:
-            kind, data = self._outbox[0]
-            status = hv.WinHvPostMessage(self._to_guest, VMBUS_MESSAGE_TYPE, data)
-            if status in _FAILED and self._retries < POST_RETRIES:
-                self._retries += 1
-                self._retry_pending = True
-                self.root.call_later(POST_RETRY_NS << min(self._retries, 10), self._retry)
-                return
-            if status != HvStatus.SUCCESS:
-                self._error(f"posting {kind.name} to the guest failed: {status}; dropped")
-            self._retries = 0
-            self._outbox.popleft()
+    def _post_failed(self, item: tuple[ChannelMessageType, bytes], status: Any) -> None:
+        self._error(f"posting {item[0].name} to the guest failed: {status}; dropped")
 
     def connected(self, info: ConnectionInfo) -> None:
         self.connection = info

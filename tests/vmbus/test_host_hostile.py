@@ -381,7 +381,7 @@ def test_the_outbox_is_bounded_per_vm_and_drains_once_the_guest_reads_again():
     loop.guest.poll()
     loop.settle(max_ns=1 << 40)
     assert len(server._outbox) == 0
-    assert not server._retry_pending
+    assert not server._outbox.retry_pending
     assert loop.guest.messages_received - received == posts - server.outbox_dropped
 
 
