@@ -600,7 +600,9 @@ class VmbusServer:
         self._gpadls.clear()
 
     def protocol_error(self, error: Exception) -> None:
-        self._error(f"protocol error from the guest: {error}")
+        # An open the host itself failed arrives with the host's exception as the cause: log
+        # its traceback too (it is a host bug or a host limit, not only the guest's doing).
+        self._error(f"protocol error from the guest: {error}", error.__cause__)
 
     # -- teardown ------------------------------------------------------------------------------
 
