@@ -269,15 +269,18 @@ class ServerProtocol:
         An open channel's device is closed first.
         """
         channel = self._host_channel(relid)
-        if channel.state is ChannelState.REVOKED:
+        state = channel.state
+        if state is ChannelState.REVOKED:
             raise ValueError(f"rescind: relid {relid} found revoked, expected a live channel")
-        if channel.state in (ChannelState.OPEN, ChannelState.OPENING):
+        if not channel.visible or state is ChannelState.CLIENT_RELEASED:
+            self._remove(channel)   # neither state can be open: the guest never saw it
+            return
+        # Revoked before the upcall: closing runs VSP code, and a rescind from there must find
+        # the channel revoked (it raises) instead of sending RESCIND a second time.
+        channel.state = ChannelState.REVOKED
+        if state in (ChannelState.OPEN, ChannelState.OPENING):
             self._notifier.close_channel(relid)
             self._release_ring(channel)
-        if not channel.visible or channel.state is ChannelState.CLIENT_RELEASED:
-            self._remove(channel)
-            return
-        channel.state = ChannelState.REVOKED
         self._notifier.send(RescindChannelOffer(relid))
 
     def open_result(self, relid: int, status: int) -> bool:
@@ -452,8 +455,10 @@ class ServerProtocol:
             return  # the host already closed it when it rescinded; nothing to do (§3.5(f))
         if channel.state is ChannelState.CLOSED:
             raise ProtocolError(_T.CLOSE_CHANNEL, "state", "closed", "open or opening")
-        self._notifier.close_channel(channel.relid)
+        # Closed before the upcall: closing runs VSP code, and a rescind it makes (a device
+        # unplugged when the guest lets go) must not be overwritten afterwards.
         channel.state = ChannelState.CLOSED
+        self._notifier.close_channel(channel.relid)
         self._release_ring(channel)
 
     def _on_gpadl(self, msg: GpadlHeader | GpadlBody, connection_id: int) -> None:
@@ -653,16 +658,22 @@ class ServerProtocol:
     def _release_all(self) -> None:
         """The implicit close of §3.5(g): every device, GPADL and revoked relid goes."""
         for channel in list(self._channels.values()):
-            if channel.state in (ChannelState.OPEN, ChannelState.OPENING):
-                self._notifier.close_channel(channel.relid)
+            state = channel.state
+            # Closed and no longer offered before the upcall, which runs VSP code: a rescind
+            # from there then removes the channel at once instead of sending RESCIND to a
+            # guest that is disconnecting.
+            channel.state = ChannelState.CLOSED
+            channel.visible = False
             channel.ring_gpadl_id = None
-            if channel.state is ChannelState.REVOKED:
+            if state in (ChannelState.OPEN, ChannelState.OPENING):
+                self._notifier.close_channel(channel.relid)
+            if self._channels.get(channel.relid) is not channel:
+                continue   # removed by a rescind from the device's on_close
+            if state is ChannelState.REVOKED:
                 self._remove(channel)
                 continue
             for gpadl_id in list(channel.gpadls):
                 self._drop_gpadl(channel, gpadl_id)
-            channel.state = ChannelState.CLOSED
-            channel.visible = False
         self._assembler.discard()
 
     def _reset_connection(self) -> None:

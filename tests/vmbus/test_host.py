@@ -24,6 +24,7 @@ from support.vmbus_io import (
 from winhv._status import HvStatus
 from winhv.drivers.vmbus._guest import DeviceState
 from winhv.drivers.vmbus._host import CHANNEL_CONNECTION_BASE, ROOT_EVENT_SINTS
+from winhv.drivers.vmbus._messages import Unload
 from winhv.drivers.vmbus._server import VmbusServer
 from winhv.drivers.vmbus._server_notifier import ChannelState
 from winhv.drivers.vmbus.loopback import boot_host, boot_vm
@@ -329,3 +330,71 @@ def test_a_failed_transaction_runs_every_inverse_newest_first_even_past_one_that
         undo.callback(done.append, "never")
         undo.commit()
     assert done == ["last", "first"]
+
+
+# -- VSP code that calls back into the server while it is closed -------------------------------
+
+
+class _UnplugOnClose(EchoVsp):
+    """Withdraws its own device when its channel closes ("unplug when the guest lets go")."""
+
+    server: VmbusServer
+    nested: list[str]
+
+    def on_close(self, channel):
+        super().on_close(channel)
+        try:
+            self.server.remove_device(channel.relid)
+        except ValueError as exc:   # already being rescinded: the host API says so
+            self.nested.append(str(exc))
+
+
+def _unplugging(loop):
+    vsp = _UnplugOnClose()
+    vsp.server, vsp.nested = loop.server, []
+    device = loop.offer("unplug", vsp, ECHO_IF)
+    sent: list[str] = []
+    send = loop.server.send
+    loop.server.send = lambda m: (sent.append(type(m).__name__), send(m))[1]
+    return vsp, device.relid, sent
+
+
+def test_a_device_unplugged_from_on_close_after_the_guest_closed_it_is_gone_for_good():
+    loop = boot_vm([EchoVsc])
+    _vsp, relid, sent = _unplugging(loop)
+    loop.client.protocol.close_channel(relid)
+    loop.settle()
+    assert sent.count("RescindChannelOffer") == 1
+    assert relid not in loop.server.protocol.channels()   # RELID_RELEASED freed it
+    assert relid not in loop.server.devices
+    loop.client.unload()
+    loop.settle()
+    loop.client.connect()
+    loop.settle()
+    assert relid not in loop.client.devices                # not offered again
+    assert loop.server.errors == []
+    assert loop.client.errors == []
+
+
+def test_a_device_unplugged_again_while_being_rescinded_gets_one_rescind():
+    loop = boot_vm([EchoVsc])
+    vsp, relid, sent = _unplugging(loop)
+    loop.server.remove_device(relid)
+    loop.settle()
+    assert sent.count("RescindChannelOffer") == 1
+    assert vsp.nested == [f"rescind: relid {relid} found revoked, expected a live channel"]
+    assert relid not in loop.server.protocol.channels()
+    assert loop.client.errors == []
+
+
+def test_a_device_unplugged_while_an_unload_closes_it_sends_no_rescind():
+    # UNLOAD with the channel still open (the implicit close of §3.5(g)): the device's
+    # on_close withdraws it, which must not send RESCIND to a guest that is disconnecting.
+    loop = boot_vm([EchoVsc])
+    _vsp, relid, sent = _unplugging(loop)
+    loop.guest.hv.WinHvPostMessage(4, 1, Unload().pack())
+    loop.settle()
+    assert sent == ["UnloadComplete"]
+    assert relid not in loop.server.protocol.channels()
+    assert relid not in loop.server.devices
+    assert loop.server.errors == []
