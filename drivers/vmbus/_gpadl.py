@@ -424,6 +424,15 @@ class GpadlAssembler:
             self._drop(gpadl_id)
         return gone
 
+    def abandon(self, gpadl_id: int) -> bool:
+        """Forget GPADL ``gpadl_id`` if it is in progress (True if it was): a header reusing
+        its id is refused, and that one refusal answers for the id, so the first GPADL must
+        not complete and be answered again."""
+        if gpadl_id not in self._pending:
+            return False
+        self._drop(gpadl_id)
+        return True
+
     def _drop(self, gpadl_id: int) -> None:
         self._pending_pages -= self._pending.pop(gpadl_id).pages
 
@@ -431,7 +440,7 @@ class GpadlAssembler:
         """Take one GPADL message; see the class docstring for results and errors."""
         if isinstance(message, GpadlHeader):
             t = ChannelMessageType.GPADL_HEADER
-            if message.gpadl_id in self._pending:
+            if self.abandon(message.gpadl_id):   # one refusal answers for the id
                 raise GpadlError(t, "gpadl_id", f"{message.gpadl_id:#x}",
                                  "an id not already in progress",
                                  relid=message.child_relid, gpadl_id=message.gpadl_id)

@@ -466,6 +466,7 @@ class ServerProtocol:
             t = _T.GPADL_HEADER
             channel = self._guest_channel(t, msg.child_relid)
             if channel.state is ChannelState.REVOKED or msg.gpadl_id in channel.gpadls:
+                self._assembler.abandon(msg.gpadl_id)   # this refusal answers for the id
                 self._notifier.send(
                     GpadlCreated(msg.child_relid, msg.gpadl_id, GPADL_STATUS_UNSUCCESSFUL)
                 )
@@ -476,6 +477,7 @@ class ServerProtocol:
                 msg, pending=len(self._assembler), pending_pages=self._assembler.pending_pages,
                 created=self._gpadl_count, created_pages=self._gpadl_pages)
             if over is not None:
+                self._assembler.abandon(msg.gpadl_id)   # this refusal answers for the id
                 self._notifier.send(
                     GpadlCreated(msg.child_relid, msg.gpadl_id, GPADL_STATUS_UNSUCCESSFUL)
                 )

@@ -96,14 +96,18 @@ def test_assembler_rebuilds_what_gpadl_messages_split(range_list, relid):
     assert len(assembler) == 0
 
 
-def test_duplicate_in_progress_id_is_refused_and_the_first_survives():
+def test_duplicate_in_progress_id_is_refused_and_abandons_the_first():
+    # One refusal answers for the id: were the first kept, it would complete and be answered
+    # again, with success, for an id the guest was just told failed.
     assembler = GpadlAssembler()
     first, body = gpadl_messages(1, ID, pages(30))
     assert assembler.feed(first) is None
     with pytest.raises(GpadlError) as info:
         assembler.feed(gpadl_messages(2, ID, pages(30))[0])
     assert (info.value.field, info.value.relid, info.value.gpadl_id) == ("gpadl_id", 2, ID)
-    assert assembler.feed(body).relid == 1
+    assert (len(assembler), assembler.pending_pages) == (0, 0)
+    with pytest.raises(GpadlError, match="GPADL_BODY.gpadl_id"):
+        assembler.feed(body)
 
 
 def test_body_for_an_unknown_id_is_refused():

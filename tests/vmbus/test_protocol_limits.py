@@ -137,3 +137,17 @@ def test_the_audit_flood_of_headers_stays_bounded():
 def test_limits_must_be_positive(limit):
     with pytest.raises(ValueError, match=limit):
         GpadlLimits(**{limit: 0})
+
+
+def test_a_header_reusing_an_id_in_progress_is_the_ids_one_and_only_answer():
+    # Refused with 0x8000FFFF; the first GPADL of that id is abandoned with it, so its bodies
+    # complete nothing and the guest never hears a second, contradicting GPADL_CREATED.
+    server, notifier, relid = connected()
+    header, *bodies = gpadl_messages(relid, 7, list(range(0x100, 0x100 + 100)))
+    server.receive(header.pack())
+    server.receive(header.pack())
+    for body in bodies:
+        server.receive(body.pack())
+    assert notifier.take() == [GpadlCreated(relid, 7, GPADL_STATUS_UNSUCCESSFUL)]
+    assert server.in_progress_gpadls == 0
+    assert server.gpadl_pages == 0
