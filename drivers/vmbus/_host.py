@@ -127,8 +127,12 @@ class _Pool(Generic[_T]):
     def _untake_new(self, value: _T) -> None:
         if value in self.retired:
             self.retired.discard(value)   # stays used: the pool never hands it out again
+        elif self.next and self.make(self.next - 1) == value:
+            self.next -= 1                # the newest: the counter steps back over it
         else:
-            self.next -= 1
+            # Taken before a newer one that was retired (which the counter must not step
+            # back onto): reused like any given-back value.
+            self.free.append(value)
 
     def give(self, value: _T) -> None:
         if value in self.retired:
@@ -192,6 +196,11 @@ class VmbusHost:
 
     def give_flag(self, flag: tuple[int, int]) -> None:
         self._flags.give(flag)
+
+    def retire_flag(self, flag: tuple[int, int]) -> None:
+        """A root port that could not be deleted still sets ``flag``: never hand it out again
+        (its ``give_flag`` or undo then drops it)."""
+        self._flags.retire(flag)
 
     def new_port_id(self, undo: Undo | None = None) -> int:
         """A root port id no live root port has (``RuntimeError`` when none is left)."""

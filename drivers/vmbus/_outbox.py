@@ -78,13 +78,15 @@ class Outbox(Generic[_T]):
             if status in _RETRY and self._retries < POST_RETRIES and \
                     self._call_later is not None:
                 self._retries += 1
-                self.retry_pending = True
                 self._call_later(POST_RETRY_NS << min(self._retries, 10), self._retry)
+                self.retry_pending = True   # only once the timer is really set
                 return
             self._retries = 0
             items.popleft()
             if status != HvStatus.SUCCESS:
                 self._on_failure(item, status)
+                if self.retry_pending:
+                    return   # what on_failure put is waiting for a retry: its timer drains
 
     def _retry(self) -> None:
         self.retry_pending = False

@@ -164,7 +164,8 @@ class VmbusServer:
         self._path: tuple[int, int] | None = None   # (SINT, VP) of the guest's message port
         #: (type, message) for the guest, posted in order, retried while its SINT is full.
         self._outbox: Outbox[tuple[ChannelMessageType, bytes]] = Outbox(
-            self._post, call_later=self.root.call_later, on_failure=self._post_failed,
+            self._post, call_later=self.root.call_later if self.root.clock is not None else None,
+            on_failure=self._post_failed,
             limit=self.OUTBOX_LIMIT if outbox_limit is None else outbox_limit)
         self._ports: list[int] = []
         kwargs: dict[str, Any] = {}
@@ -235,25 +236,32 @@ class VmbusServer:
     # -- root ports and connections ------------------------------------------------------------
 
     def _create_root_port(self, undo: Undo, what: str, port_type: int, *,
-                          message: bool = False, **info: int) -> int:
-        """A new root port the guest's connections may reach; deleted again by ``undo``."""
+                          message: bool = False, flag: tuple[int, int] | None = None,
+                          **info: int) -> int:
+        """A new root port the guest's connections may reach; deleted again by ``undo``.
+        ``flag`` is the root SIEF flag an event port sets (see :meth:`_delete_root_port`)."""
         port = self.host.new_port_id(undo)
         status = self.root.hv.WinHvCreatePort(self.root.partition_id, port, port_type,
                                               connection_partition_id=self.partition_id, **info)
         if status == HvStatus.INVALID_PORT_ID:
             self.host.retire_port_id(port)   # a port not made here has that id: never hand it out
         self._check(status, what)
-        undo.callback(self._delete_root_port, port, message=message, recycle=False)
+        undo.callback(self._delete_root_port, port, message=message, recycle=False, flag=flag)
         return port
 
-    def _delete_root_port(self, port: int, *, message: bool = False,
-                          recycle: bool = True) -> None:
+    def _delete_root_port(self, port: int, *, message: bool = False, recycle: bool = True,
+                          flag: tuple[int, int] | None = None) -> None:
         """Delete a root port; its id goes back to the host (``recycle``; an undone open's
-        id is given back by the pool's own undo) unless the hypervisor still has the port."""
+        id is given back by the pool's own undo) unless the hypervisor still has the port.
+        Then the port still sets its ``flag``, which is retired too: a flag given back would
+        let this port's signals reach whichever channel, of any VM, got it next."""
         status = self.root.hv.WinHvDeletePort(self.root.partition_id, port)
         if status not in _GONE_PORT:
             self.host.retire_port_id(port)
-            self._error(f"could not delete root port {port:#x}: {status}; its id is not reused")
+            if flag is not None:
+                self.host.retire_flag(flag)
+            self._error(f"could not delete root port {port:#x}: {status}; its id "
+                        f"{'and its flag are' if flag is not None else 'is'} not reused")
         elif recycle:
             self.host.free_port_id(port, message=message)
 
@@ -377,9 +385,11 @@ class VmbusServer:
                         f"create the guest's message port on SINT {sint} of VP {vp}")
             undo.callback(hv.WinHvDeletePort, pid, self._guest_message_port)
             connection = self.host.new_connection_id(undo)
-            self._check(hv.WinHvConnectPort(self.root.partition_id, connection, pid,
-                                            self._guest_message_port, HvPortType.MESSAGE),
-                        "connect to the guest's message port")
+            status = hv.WinHvConnectPort(self.root.partition_id, connection, pid,
+                                         self._guest_message_port, HvPortType.MESSAGE)
+            if status == HvStatus.INVALID_CONNECTION_ID:
+                self.host.retire_connection_id(connection)   # someone else has it
+            self._check(status, "connect to the guest's message port")
             undo.commit()
         self._to_guest = connection
         self._path = (sint, vp)
@@ -523,7 +533,7 @@ class VmbusServer:
             flag = self.host.take_flag(undo)
             root_port = self._create_root_port(
                 undo, f"create the root event port of relid {relid}", HvPortType.EVENT,
-                target_sint=flag[0], target_vp=0, base_flag=flag[1], flag_count=1)
+                flag=flag, target_sint=flag[0], target_vp=0, base_flag=flag[1], flag_count=1)
             self._check(hv.WinHvConnectPort(pid, CHANNEL_CONNECTION_BASE | relid, root_id,
                                             root_port, HvPortType.EVENT),
                         f"connect the guest's signal of relid {relid}")
@@ -552,12 +562,20 @@ class VmbusServer:
         if opened is None:
             return
         hv = self.root.hv
+        pid = self.partition_id
         self.root.on_event(*opened.root_flag, None)
-        hv.WinHvDisconnectPort(self.partition_id, CHANNEL_CONNECTION_BASE | relid)
-        self._delete_root_port(opened.root_port)
+        status = hv.WinHvDisconnectPort(pid, CHANNEL_CONNECTION_BASE | relid)
+        if status not in _GONE_CONNECTION:
+            self._error(f"relid {relid}: could not disconnect the guest's connection "
+                        f"{CHANNEL_CONNECTION_BASE | relid:#x}: {status}; the relid cannot be "
+                        "opened again")
+        self._delete_root_port(opened.root_port, flag=opened.root_flag)
         self._disconnect_root(opened.root_connection)
-        hv.WinHvDeletePort(self.partition_id, opened.guest_port)
-        self.host.give_flag(opened.root_flag)
+        status = hv.WinHvDeletePort(pid, opened.guest_port)
+        if status not in _GONE_PORT:
+            self._error(f"relid {relid}: could not delete the guest's event port "
+                        f"{opened.guest_port:#x}: {status}")
+        self.host.give_flag(opened.root_flag)   # dropped instead if its port could not go
         channel = opened.channel
         was_open = not channel.closed
         channel.close(reason)

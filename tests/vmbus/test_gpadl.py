@@ -106,7 +106,7 @@ def test_duplicate_in_progress_id_is_refused_and_abandons_the_first():
         assembler.feed(gpadl_messages(2, ID, pages(30))[0])
     assert (info.value.field, info.value.relid, info.value.gpadl_id) == ("gpadl_id", 2, ID)
     assert (len(assembler), assembler.pending_pages) == (0, 0)
-    with pytest.raises(GpadlError, match="GPADL_BODY.gpadl_id"):
+    with pytest.raises(GpadlError, match=r"GPADL_BODY\.gpadl_id"):
         assembler.feed(body)
 
 

@@ -398,3 +398,24 @@ def test_a_device_unplugged_while_an_unload_closes_it_sends_no_rescind():
     assert relid not in loop.server.protocol.channels()
     assert relid not in loop.server.devices
     assert loop.server.errors == []
+
+
+def test_undoing_two_fresh_takes_never_hands_out_a_retired_value_again():
+    # The second value is retired inside the transaction (someone else has that id); undoing,
+    # the pool must not step its counter back onto it, and the first comes back for reuse.
+    from winhv.drivers.vmbus._host import Undo, _Pool
+
+    pool = _Pool("id", 100, lambda i: 1000 + i)
+
+    def transaction() -> None:
+        with Undo() as undo:
+            pool.take(undo)
+            second = pool.take(undo)
+            pool.retire(second)
+            raise RuntimeError("the create failed")
+
+    with pytest.raises(RuntimeError):
+        transaction()
+    handed = {pool.take() for _ in range(3)}
+    assert 1001 not in handed
+    assert 1000 in handed

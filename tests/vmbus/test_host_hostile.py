@@ -462,3 +462,38 @@ def test_a_second_vm_opens_its_channels_after_the_first_ran_the_hostile_sequence
     for device in devices:
         assert_echo_works(victim, device.relid)
     assert victim.server.errors == []
+
+
+# -- the hypervisor refusing to let go ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["close", "undo"])
+def test_a_root_event_port_that_cannot_be_deleted_keeps_its_flag_from_every_other_channel(when):
+    # The port still sets its flag: handed to another channel (of any VM), that channel would
+    # get this one's signals. Its id and its flag are retired instead.
+    machine = boot_host()
+    a = boot_vm([EchoVsc], name="a", machine=machine)
+    real = a.root.hv
+    if when == "close":
+        relid = a.offer("echo", EchoVsp(), ECHO_IF).relid
+        flag = a.server._open[relid].root_flag
+        a.root.hv = _FailingHandle(real, "WinHvDeletePort")
+        a.server.remove_device(relid)
+    else:
+        relid = _manual_device(a)
+        gpadl_id, _ = _ring_gpadl(a, relid)
+        flag = a.host._flags.make(a.host._flags.next)   # the flag this open will take
+        # The open fails at its last step; undoing it (newest first: the guest's event port,
+        # then the root's), the root event port cannot be deleted.
+        a.root.hv = _FailingHandle(_FailingHandle(real, "WinHvConnectPort", 2),
+                                   "WinHvDeletePort", 2)
+        _open(a, relid, gpadl_id)
+    a.root.hv = real
+    a.settle()
+    assert any("its id and its flag are not reused" in e for e in a.server.errors)
+    assert flag not in a.host._flags.free
+    b = boot_vm([EchoVsc], name="b", machine=machine)
+    flags = [b.server._open[b.offer(f"echo{i}", EchoVsp(), ECHO_IF).relid].root_flag
+             for i in range(4)]
+    assert flag not in flags
+    assert_echo_works(b, 1)

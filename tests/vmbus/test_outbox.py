@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from winhv._status import HvStatus
 from winhv.drivers.vmbus._outbox import POST_RETRIES, POST_RETRY_NS, Outbox
 
@@ -108,3 +110,31 @@ def test_the_limit_refuses_what_would_not_fit_and_clear_empties_it():
     box.clear()
     target.fire()   # the pending retry finds nothing to post
     assert (len(box), target.posted, box.retry_pending) == (0, [], False)
+
+
+def test_a_failure_putting_an_item_that_must_wait_leaves_one_timer():
+    # on_failure puts a new item whose post finds the target full: the retry that sets is the
+    # only one, and the item goes out once, when it fires.
+    target = Target(HvStatus.INVALID_CONNECTION_ID, FULL, FULL)
+    box = Outbox(target.post, call_later=target.call_later,
+                 on_failure=lambda item, status: box.put("fallback"))
+    box.put("contact")
+    assert (len(target.timers), box.retry_pending, target.posted) == (1, True, [])
+    target.fire()
+    assert (len(target.timers), target.posted) == (1, [])   # still full: the one timer again
+    target.fire()
+    assert (target.posted, target.timers, len(box)) == (["fallback"], [], 0)
+
+
+def test_a_clock_that_cannot_set_the_timer_leaves_the_box_able_to_drain():
+    target = Target(FULL)
+
+    def broken(delay: int, callback: Any) -> None:
+        raise RuntimeError("no timer")
+
+    box: Outbox[str] = Outbox(target.post, call_later=broken, on_failure=lambda *a: None)
+    with pytest.raises(RuntimeError, match="no timer"):
+        box.put("x")
+    assert not box.retry_pending   # so the next put drains instead of waiting forever
+    box.put("y")
+    assert target.posted == ["x", "y"]
