@@ -60,9 +60,10 @@ class Undo:
     """The inverses of a transaction's steps, run newest first if the transaction fails.
 
     ``with Undo() as undo:`` register each step's inverse with ``undo.callback(fn, *args)``
-    right after the step; call ``undo.commit()`` once everything succeeded. If the block
-    raises before that, every registered inverse runs (one that raises is logged, and the
-    rest still run) and the exception goes on. A list of calls rather than an ``ExitStack``:
+    right after the step; call ``undo.commit()`` once everything succeeded. A block that
+    ends without ``commit()`` -- an exception, or a return from inside it -- runs every
+    registered inverse (one that raises is logged, and the rest still run); an exception
+    then goes on. A list of calls rather than an ``ExitStack``:
     a channel open registers about six and bring-up opens dozens of channels.
     """
 
@@ -172,6 +173,8 @@ class VmbusHost:
             "connection id", ID_LIMIT + 1 - FIRST_CONNECTION_ID, lambda i: FIRST_CONNECTION_ID + i)
         # Ids of deleted message ports: a message of one may still sit in the root's SIM slot,
         # so each is reused only once the root has taken the next message (see _on_message).
+        # Until then they are held: two per VM stopped while no guest sends anything, out
+        # of 2**24.
         self._quarantined_ports: list[int] = []
         self.servers: dict[int, VmbusServer] = {}
         root.on_message(VMBUS_SINT, self._on_message)
@@ -191,7 +194,7 @@ class VmbusHost:
 
     def take_flag(self, undo: Undo | None = None) -> tuple[int, int]:
         """A free (root SINT, flag) pair for one channel's guest->host signal (flag 0 is
-        never a channel, as on Hyper-V). Raises (a ``RuntimeError``) when none is left."""
+        never a channel, as on Hyper-V). Raises :class:`HostError` when none is left."""
         return self._flags.take(undo)
 
     def give_flag(self, flag: tuple[int, int]) -> None:
@@ -203,7 +206,7 @@ class VmbusHost:
         self._flags.retire(flag)
 
     def new_port_id(self, undo: Undo | None = None) -> int:
-        """A root port id no live root port has (``RuntimeError`` when none is left)."""
+        """A root port id no live root port has (:class:`HostError` when none is left)."""
         return self._port_ids.take(undo)
 
     def free_port_id(self, port_id: int, *, message: bool = False) -> None:
@@ -215,7 +218,7 @@ class VmbusHost:
             self._port_ids.give(port_id)
 
     def new_connection_id(self, undo: Undo | None = None) -> int:
-        """A root connection id no live root connection has (``RuntimeError`` when none is
+        """A root connection id no live root connection has (:class:`HostError` when none is
         left)."""
         return self._connection_ids.take(undo)
 

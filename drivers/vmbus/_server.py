@@ -16,11 +16,11 @@ Guest memory is reached the way Hyper-V's worker reaches it: the guest's RAM is 
 pages (VID mapped it), so guest page ``p`` is root page ``root_ram_page + p``.
 
 The guest is untrusted, and SIEF flags and port and connection ids are shared by every VM of the
-host. So an OPENCHANNEL is a transaction: everything is checked before anything is taken, and
-an open that fails part way gives back what it took, exactly, and answers the guest with a
-failure status. What a channel takes comes back when it closes, and ids when a server shuts
-down. What one VM can hold is bounded: open channels (``max_open_channels``), messages waiting
-for the guest (``outbox_limit``) and recorded errors (``ERRORS_KEPT``).
+host. So an OPENCHANNEL is a transaction: what can be checked is checked before anything is
+taken, and an open that fails part way gives back what it took, exactly, and answers the
+guest with a failure status. What a channel takes comes back when it closes, and ids when a
+server shuts down. What one VM can hold is bounded: open channels (``max_open_channels``),
+messages waiting for the guest (``outbox_limit``) and recorded errors (``ERRORS_KEPT``).
 """
 
 from __future__ import annotations
@@ -158,7 +158,6 @@ class VmbusServer:
         self.outbox_dropped = 0
         self.connection: ConnectionInfo | None = None
         self._open: dict[int, _OpenChannel] = {}
-        self._gpadls: dict[tuple[int, int], Gpadl] = {}
         self._to_guest: int | None = None   # root connection id to the guest's message port
         self._guest_message_port = 1
         self._path: tuple[int, int] | None = None   # (SINT, VP) of the guest's message port
@@ -168,6 +167,7 @@ class VmbusServer:
             on_failure=self._post_failed,
             limit=self.OUTBOX_LIMIT if outbox_limit is None else outbox_limit)
         self._ports: list[int] = []
+        self._shut_down = False
         kwargs: dict[str, Any] = {}
         if max_version is not None:
             kwargs["max_version"] = max_version
@@ -401,11 +401,12 @@ class VmbusServer:
         return None
 
     def gpadl_created(self, gpadl: Gpadl) -> int:
-        self._gpadls[(gpadl.relid, gpadl.gpadl_id)] = gpadl
+        # The protocol keeps the GPADLs (its PFNs were checked by _validate_pfns); the host
+        # maps a ring GPADL only when it is opened (_rings).
         return 0
 
     def gpadl_torn_down(self, relid: int, gpadl_id: int) -> None:
-        self._gpadls.pop((relid, gpadl_id), None)
+        pass
 
     def guest_view(self, guest_gpa: int, size: int) -> memoryview:
         """Zero-copy view of guest memory (raises ValueError outside the guest's RAM)."""
@@ -417,9 +418,10 @@ class VmbusServer:
         """Open the device of ``relid`` over the guest's rings; 0, or ``STATUS_UNSUCCESSFUL``
         with the reason reported. Never raises for anything the guest sent.
 
-        A transaction: the request is checked (target VP, quota, ring GPADL, ring control
-        pages) before anything is taken; a hypercall that fails part way undoes what was done
-        (ports, connections, the flag and the ids go back exactly as they were).
+        A transaction: the request (target VP, quota, ring GPADL) is checked before anything
+        is taken; the ring control pages when the channel is built, and a bad one, or a
+        hypercall that fails part way, undoes what was done (ports, connections, the flag and
+        the ids go back exactly as they were).
         """
         device = self.devices.get(relid)
         if device is None:
@@ -516,7 +518,8 @@ class VmbusServer:
     def _wire(self, device: HostDevice, request: OpenRequest, inbound: Ring,
               outbound: Ring) -> _OpenChannel:
         """Build the channel, then wire its two signals; all or nothing (``RingError`` or
-        ``HostError``). The rings are checked before any host-wide resource is taken."""
+        ``HostError``). The ring control pages are checked as the channel is built, with only
+        the root connection id taken so far (its undo gives it back)."""
         hv = self.root.hv
         root_id = self.root.partition_id
         pid = self.partition_id
@@ -613,9 +616,10 @@ class VmbusServer:
         self.devices.pop(relid, None)
 
     def unloaded(self) -> None:
+        # The protocol closed every open channel through close_channel already; this only
+        # catches one that a device's own callbacks left behind.
         for relid in list(self._open):
             self._close(relid, "guest unloaded VMBus")
-        self._gpadls.clear()
 
     def protocol_error(self, error: Exception) -> None:
         # An open the host itself failed arrives with the host's exception as the cause: log
@@ -625,8 +629,11 @@ class VmbusServer:
     # -- teardown ------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Close every channel, stop routing this VM's messages and give the root's ports and
-        connections for it back (VM stop)."""
+        """Close every channel, stop every VSP, stop routing this VM's messages and give the
+        root's ports and connections for it back (VM stop). A second call does nothing."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         for relid in list(self._open):
             self._close(relid, "VM stopped")
         for device in self.devices.values():

@@ -63,7 +63,7 @@ def test_hot_remove_while_open_releases_everything_and_the_relid_is_reused():
     assert device.ring_pages == 0
     # GPADL torn down on both sides, rings freed, relid released (§3.5(f) step 3).
     assert loop.guest.allocator.free_pages == free_before
-    assert loop.server._gpadls == {}
+    assert loop.server.protocol.gpadl_pages == 0   # no GPADL left on the host
     assert relid not in loop.client.devices
     assert relid not in loop.server.devices
     assert relid not in loop.server.protocol.channels()
@@ -116,7 +116,7 @@ def test_hot_remove_while_the_guests_open_is_in_flight_still_releases_the_relid(
     assert device.relid not in loop.client.devices
     assert device.relid not in loop.client.protocol.offers
     assert loop.guest.allocator.free_pages == free_before
-    assert server._gpadls == {}
+    assert server.protocol.gpadl_pages == 0   # no GPADL left on the host
     assert loop.client.errors == []
     assert server.errors == []
 
@@ -139,7 +139,7 @@ def test_unload_closes_every_channel_frees_the_rings_and_allows_a_reconnect():
     assert all(d.removed for d in drivers)
     assert all(len(v.closed) == 1 for v in vsps)
     assert loop.guest.allocator.free_pages == free_before
-    assert loop.server._gpadls == {}
+    assert loop.server.protocol.gpadl_pages == 0   # no GPADL left on the host
     assert all(loop.server.channel(r) is None for r in relids)
     assert loop.client.tree() == []
     assert loop.client.errors == []   # no RELID_RELEASED after an unload (§3.5(g))
