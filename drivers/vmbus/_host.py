@@ -184,14 +184,6 @@ class VmbusHost:
         """The SINT -> vector map the root kernel must enable for VMBus."""
         return {sint: vector for sint in ROOT_EVENT_SINTS}
 
-    @property
-    def _free_flags(self) -> list[tuple[int, int]]:
-        return self._flags.free
-
-    @property
-    def _next_flag(self) -> int:
-        return self._flags.next
-
     def take_flag(self, undo: Undo | None = None) -> tuple[int, int]:
         """A free (root SINT, flag) pair for one channel's guest->host signal (flag 0 is
         never a channel, as on Hyper-V). Raises :class:`HostError` when none is left."""

@@ -114,7 +114,7 @@ def test_closing_a_channel_gives_its_root_flag_back():
     flag = loop.server._open[device.relid].root_flag
     loop.server.remove_device(device.relid)
     loop.run()
-    assert flag in loop.host._free_flags
+    assert flag in loop.host._flags.free
 
 
 def test_guest_view_is_bounded_by_the_guest_ram():

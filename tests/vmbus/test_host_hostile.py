@@ -88,8 +88,8 @@ def _resources(loop: Loopback) -> dict[str, Any]:
     root = loop.hv.partitions[loop.root.partition_id]
     guest = loop.hv.partitions[loop.partition.partition_id]
     return {
-        "free flags": list(host._free_flags),
-        "next flag": host._next_flag,
+        "free flags": list(host._flags.free),
+        "next flag": host._flags.next,
         "free ports": list(host._port_ids.free),
         "next port": host._port_ids.next,
         "free connections": list(host._connection_ids.free),
@@ -277,7 +277,7 @@ def test_a_channel_faulted_during_on_open_is_neither_wired_nor_reported_open():
     assert relid not in loop.server.protocol.channels()
     assert any("channel closed: outbound ring" in e for e in loop.server.errors)
     assert _wiring(loop) == before
-    assert loop.host._free_flags == [(2, 1)]   # the flag it held is free again
+    assert loop.host._flags.free == [(2, 1)]   # the flag it held is free again
 
 
 # -- ids and flags come back --------------------------------------------------------------------
@@ -400,7 +400,7 @@ def test_a_vsp_failing_every_open_keeps_a_bounded_record(caplog):
         HostDevice.DEVICE_ERRORS_KEPT
     assert loop.server.errors_total == opens
     assert len([r for r in caplog.records if r.exc_info]) == VmbusServer.ERRORS_LOGGED
-    assert loop.host._free_flags == [(2, 1)]
+    assert loop.host._flags.free == [(2, 1)]
 
 
 # -- the rest of the host -----------------------------------------------------------------------
@@ -445,7 +445,7 @@ def test_a_second_vm_opens_its_channels_after_the_first_ran_the_hostile_sequence
     gpadl_id, gpa = _ring_gpadl(hostile, relid)
     control = hostile.guest.view(gpa + 2 * 4096, 8)
     host = hostile.host
-    flags_before = (host._next_flag, list(host._free_flags))
+    flags_before = (host._flags.next, list(host._flags.free))
     for _ in range(100):
         _open(hostile, relid, gpadl_id, 5000)                 # no such VP
         struct.pack_into("<I", control, WRITE_INDEX_OFFSET, 12)
@@ -453,7 +453,7 @@ def test_a_second_vm_opens_its_channels_after_the_first_ran_the_hostile_sequence
         struct.pack_into("<I", control, WRITE_INDEX_OFFSET, 0)
         _open(hostile, relid, gpadl_id)                       # fine: open, then close
         _close(hostile, relid)
-    assert (host._next_flag, host._free_flags) == (flags_before[0] + 1, [(2, 1)])
+    assert (host._flags.next, host._flags.free) == (flags_before[0] + 1, [(2, 1)])
     assert hostile.server.errors_total == 200
     victim = boot_vm([EchoVsc], name="victim", machine=machine, connect=False)
     devices = [victim.server.add_device(f"echo{i}", EchoVsp(), ECHO_IF) for i in range(3)]
