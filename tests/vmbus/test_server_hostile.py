@@ -1,4 +1,4 @@
-"""A hostile guest against the root's VMBus glue (``_host``): OPENCHANNELs the host cannot honour,
+"""A hostile guest against the root's VMBus glue (``_server``, ``_host``): OPENCHANNELs the host cannot honour,
 endless open/close cycles, a guest that stops taking its messages, and a flood of bad messages.
 
 The rule (architecture: "the guest is untrusted"): every OPENCHANNEL gets an OPENCHANNEL_RESULT
