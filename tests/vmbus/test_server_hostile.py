@@ -1,5 +1,6 @@
-"""A hostile guest against the root's VMBus glue (``_server``, ``_host``): OPENCHANNELs the host cannot honour,
-endless open/close cycles, a guest that stops taking its messages, and a flood of bad messages.
+"""A hostile guest against the root's VMBus glue (``_server``, ``_host``): OPENCHANNELs the
+host cannot honour, endless open/close cycles, a guest that stops taking its messages, and a
+flood of bad messages.
 
 The rule (architecture: "the guest is untrusted"): every OPENCHANNEL gets an OPENCHANNEL_RESULT
 (fact sheet §3.5(c)); a refused open leaves the host's SIEF flags, port and connection ids and
