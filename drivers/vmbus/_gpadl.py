@@ -106,12 +106,12 @@ class PfnList(Sequence[int]):
         return (self._first, self._count) if self._array is None and self._count else None
 
     @property
-    def bounds(self) -> tuple[int, int]:
-        """``(lowest PFN, highest PFN)``: O(1) for a run, one C pass for an array; ``(0, -1)``
-        when empty."""
+    def highest(self) -> int:
+        """The highest PFN (-1 when empty): O(1) for a run, one pass for an array. (No PFN
+        is below 0: the values are u64s.)"""
         if self._array is not None:
-            return (min(self._array), max(self._array)) if self._count else (0, -1)
-        return self._first, self._first + self._count - 1
+            return max(self._array, default=-1)
+        return self._first + self._count - 1
 
     def __len__(self) -> int:
         return self._count
@@ -192,7 +192,7 @@ class GpaRange:
                 pfns = PfnList(pfns)
             except OverflowError:   # negative or over 64 bits: named below
                 pfns = None
-        if pfns is None or pfns.bounds[1] > _MAX_PFN:   # find the culprit only if there is one
+        if pfns is None or pfns.highest > _MAX_PFN:   # find the culprit only if there is one
             pfn = next(p for p in self.pfns if not 0 <= p <= _MAX_PFN)
             raise ValueError(f"GpaRange.pfns: found {pfn:#x}, expected a 52-bit PFN")
         object.__setattr__(self, "pfns", pfns)

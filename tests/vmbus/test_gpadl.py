@@ -220,3 +220,25 @@ def test_pending_pages_count_what_each_header_announces_until_it_completes_or_is
     with pytest.raises(GpadlError):
         assembler.feed(GpadlBody(1, ID + 1, tuple(range(80))))   # overflows: dropped
     assert (len(assembler), assembler.pending_pages) == (0, 0)
+
+
+def test_a_pfn_list_knows_its_highest_pfn_as_a_run_and_as_an_array():
+    from winhv.drivers.vmbus._gpadl import PfnList
+
+    assert PfnList(range(7, 107)).highest == 106
+    assert PfnList([9, 2**52 - 1, 3]).highest == 2**52 - 1
+    assert PfnList().highest == -1
+
+
+def test_a_run_of_pages_past_guest_ram_is_refused_like_a_scattered_one():
+    from support.vmbus_io import UNKNOWN_IF, EchoVsp
+
+    from winhv.drivers.vmbus.loopback import boot_vm
+
+    loop = boot_vm()
+    relid = loop.offer("manual", EchoVsp(), UNKNOWN_IF).relid
+    last = loop.server.guest_pages - 1
+    loop.client.protocol.create_gpadl(relid, list(range(last - 2, last + 2)))   # one past
+    loop.run()
+    assert any(f"PFN {last + 1:#x} is outside" in e for e in loop.server.errors)
+    assert loop.server.protocol.gpadl_pages == 0
